@@ -1,0 +1,92 @@
+"""Validation of a verified token's registered claims (exp, nbf, iat, iss, aud, sub)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import (
+    ExpiredTokenError,
+    ImmatureTokenError,
+    InvalidAudienceError,
+    InvalidClaimError,
+    InvalidIssuerError,
+)
+
+__all__ = ["ClaimRules", "numeric_date"]
+
+# NumericDate bounds: 1970 to the end of year 9999. Anything else is nonsense.
+_MAX_NUMERIC_DATE = 253402300799
+
+
+def numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
+    """Return claim ``name`` as a NumericDate, None when absent; refuse any other type."""
+    value = claims.get(name)
+    if value is None and name not in claims:
+        return None
+    if type(value) is not int and type(value) is not float:
+        raise InvalidClaimError(f"the {name} claim is not a JSON number")
+    if not 0 <= value <= _MAX_NUMERIC_DATE:  # also false for NaN
+        raise InvalidClaimError(f"the {name} claim is out of range")
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRules:
+    """What a token's claims must satisfy. ``None`` for issuer/audiences skips that check."""
+
+    issuer: str | None
+    audiences: frozenset[str] | None
+    leeway: float = 10.0
+    require_exp: bool = True
+    require_sub: bool = True
+
+    def check(self, claims: Mapping[str, Any], now: float) -> float | None:
+        """Validate ``claims`` at time ``now``; return ``exp`` (None if absent and allowed)."""
+        exp = self.check_times(claims, now)
+        if self.issuer is not None:
+            iss = claims.get("iss")
+            if iss != self.issuer or type(iss) is not str:
+                raise InvalidIssuerError(
+                    f"iss is {_show(iss)} but the expected issuer is {self.issuer!r}"
+                )
+        if self.audiences is not None:
+            aud = claims.get("aud")
+            if type(aud) is str:
+                matched = aud in self.audiences
+            elif type(aud) is list:
+                matched = any(type(a) is str and a in self.audiences for a in aud)
+            else:
+                matched = False
+            if not matched:
+                expected = " or ".join(repr(a) for a in sorted(self.audiences))
+                raise InvalidAudienceError(
+                    f"aud is {_show(aud)} but the accepted audience is {expected}"
+                )
+        if self.require_sub:
+            sub = claims.get("sub")
+            if type(sub) is not str or not sub:
+                raise InvalidClaimError("the sub claim is missing or not a non-empty string")
+        return exp
+
+    def check_times(self, claims: Mapping[str, Any], now: float) -> float | None:
+        """Validate exp, nbf and iat only (also used on every cache hit)."""
+        exp = numeric_date(claims, "exp")
+        if exp is None:
+            if self.require_exp:
+                raise InvalidClaimError("the exp claim is missing")
+        elif now >= exp + self.leeway:
+            raise ExpiredTokenError("the token has expired")
+        nbf = numeric_date(claims, "nbf")
+        if nbf is not None and now + self.leeway < nbf:
+            raise ImmatureTokenError("the token is not valid yet (nbf is in the future)")
+        iat = numeric_date(claims, "iat")
+        if iat is not None and now + self.leeway < iat:
+            raise ImmatureTokenError("the token was issued in the future (check the clocks)")
+        return exp
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

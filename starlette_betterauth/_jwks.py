@@ -1,0 +1,382 @@
+"""The key-set cache: the only module of the package that touches the network."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+import httpx
+
+from ._keys import SUPPORTED_ALGORITHMS, KeyRejected, VerificationKey, parse_jwk
+from .errors import (
+    ConfigurationError,
+    KeySetError,
+    KeySetFetchError,
+    KeySetInvalidError,
+    UnknownKeyError,
+)
+
+__all__ = ["JWKSCache", "KeySetStatus"]
+
+logger = logging.getLogger("starlette_betterauth")
+
+_MAX_AGE = re.compile(r"(?:^|,)\s*(?:s-)?max-age\s*=\s*\"?(\d{1,10})", re.IGNORECASE)
+_NO_CACHE = re.compile(r"(?:^|,)\s*no-(?:cache|store)\b", re.IGNORECASE)
+_MAX_KEYS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class KeySetStatus:
+    """A snapshot of the cache, for readiness checks and diagnostics.
+
+    ``ready`` is true while usable keys are loaded (fresh, or stale within
+    ``max_stale`` after a failed refresh).
+    """
+
+    ready: bool
+    kids: tuple[str, ...]
+    age: float | None
+    fetches: int
+    failures: int
+    last_error: str | None
+    skipped: tuple[tuple[str, str], ...]
+
+
+class JWKSCache:
+    """An async, self-refreshing cache of a Better Auth server's JSON Web Key Set.
+
+    The key set is fetched on first need (or by :meth:`refresh` at startup), kept
+    for ``ttl`` seconds (or the server's ``Cache-Control: max-age`` clamped to
+    ``[min_ttl, max_ttl]``), and fetched by one task at a time however many wait.
+    A token whose ``kid`` is unknown triggers a refetch at most once per
+    ``refresh_cooldown`` seconds; requests arriving within the cooldown wait for
+    the next fetch instead of being refused, so a freshly rotated key is accepted
+    on its first use while a flood of random ``kid`` values costs at most one fetch
+    per cooldown. When a refresh fails, the last good keys keep serving for up to
+    ``max_stale`` seconds and the fetch is retried after ``retry_interval`` seconds.
+
+    Args:
+        url: the JWKS endpoint, e.g. ``https://auth.example.com/api/auth/jwks``.
+        client: an ``httpx.AsyncClient`` to reuse (the caller closes it); by
+            default the cache makes its own, without keep-alive.
+        algorithms: the algorithms keys may be used for.
+        timeout: seconds a whole fetch, body included, may take.
+        max_body_size: bytes of key set accepted; a larger body is cut and refused.
+
+    Raises:
+        ConfigurationError: for a URL that is not http(s) or a bad setting.
+
+    Example::
+
+        cache = JWKSCache("https://auth.example.com/api/auth/jwks")
+        await cache.refresh()          # optional warm-up
+        key = await cache.get_key(kid)
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        client: httpx.AsyncClient | None = None,
+        algorithms: frozenset[str] | set[str] | tuple[str, ...] = SUPPORTED_ALGORITHMS,
+        ttl: float = 300.0,
+        min_ttl: float = 30.0,
+        max_ttl: float = 86400.0,
+        refresh_cooldown: float = 1.0,
+        max_stale: float = 3600.0,
+        retry_interval: float = 5.0,
+        timeout: float = 5.0,
+        max_body_size: int = 512 * 1024,
+        on_event: Callable[[str, Mapping[str, Any]], None] | None = None,
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigurationError(f"the JWKS URL must be an http(s) URL, got {url!r}")
+        unknown = set(algorithms) - SUPPORTED_ALGORITHMS
+        if unknown or not algorithms:
+            raise ConfigurationError(
+                f"algorithms must be a non-empty subset of {sorted(SUPPORTED_ALGORITHMS)}"
+            )
+        for name, value in (
+            ("ttl", ttl),
+            ("min_ttl", min_ttl),
+            ("max_ttl", max_ttl),
+            ("max_stale", max_stale),
+            ("timeout", timeout),
+        ):
+            if not (value > 0 and math.isfinite(value)):
+                raise ConfigurationError(f"{name} must be a positive number of seconds")
+        if refresh_cooldown < 0 or retry_interval < 0 or max_body_size <= 0:
+            raise ConfigurationError("refresh_cooldown, retry_interval and max_body_size are >= 0")
+        self.url = url
+        self.algorithms = frozenset(algorithms)
+        self.ttl = ttl
+        self.min_ttl = min(min_ttl, ttl)
+        self.max_ttl = max(max_ttl, ttl)
+        self.refresh_cooldown = refresh_cooldown
+        self.max_stale = max_stale
+        self.retry_interval = retry_interval
+        self.timeout = timeout
+        self.max_body_size = max_body_size
+        self._client = client
+        self._owned_client: httpx.AsyncClient | None = None
+        self._on_event = on_event
+        self._keys: dict[str, VerificationKey] = {}
+        self._skipped: tuple[tuple[str, str], ...] = ()
+        self._loaded_at: float | None = None  # monotonic time of the last good fetch
+        self._fresh_until = -math.inf  # no fetch needed before this
+        self._last_start = -math.inf  # when the last fetch started
+        self._done_start = -math.inf  # start time of the last fetch that finished
+        self._inflight: tuple[anyio.Event, float] | None = None
+        self._last_error: KeySetError | None = None
+        self._fetches = 0
+        self._failures = 0
+
+    # -- reading ---------------------------------------------------------------
+
+    @property
+    def keys(self) -> Mapping[str, VerificationKey]:
+        """The usable keys currently loaded, by kid (possibly stale)."""
+        return self._keys
+
+    def status(self) -> KeySetStatus:
+        """Report what is loaded, for health checks: ``cache.status().ready``."""
+        now = time.monotonic()
+        age = None if self._loaded_at is None else now - self._loaded_at
+        return KeySetStatus(
+            ready=self._usable(now),
+            kids=tuple(self._keys),
+            age=age,
+            fetches=self._fetches,
+            failures=self._failures,
+            last_error=None if self._last_error is None else self._last_error.message,
+            skipped=self._skipped,
+        )
+
+    def has_key(self, kid: str) -> bool:
+        """Whether ``kid`` is in the loaded key set (no I/O)."""
+        return kid in self._keys
+
+    def _usable(self, now: float) -> bool:
+        return self._loaded_at is not None and now - self._loaded_at < self.max_stale + self.ttl
+
+    async def get_key(self, kid: str) -> VerificationKey:
+        """Return the key named ``kid``, fetching or refetching the key set if needed.
+
+        Raises:
+            UnknownKeyError: the key set, even freshly fetched, has no such key.
+            KeySetError: no usable key set can be had.
+        """
+        now = time.monotonic()
+        if now >= self._fresh_until:
+            await self._refresh_due()
+            now = time.monotonic()
+        key = self._keys.get(kid)
+        if key is None and self._usable(now):
+            # Unknown kid: the key set may have rotated since the last fetch.
+            await self._fetch_started_after(now)
+            key = self._keys.get(kid)
+        if not self._usable(time.monotonic()):
+            raise self._last_error or KeySetFetchError("the key set could not be fetched")
+        if key is None:
+            raise UnknownKeyError("no key in the key set has the token's kid")
+        return key
+
+    # -- fetching --------------------------------------------------------------
+
+    async def refresh(self) -> None:
+        """Fetch the key set now (e.g. at startup); keeps the old keys on failure.
+
+        Raises:
+            KeySetError: the fetch failed and no usable keys are loaded.
+        """
+        await self._fetch_started_after(time.monotonic(), cooldown=False)
+        if not self._usable(time.monotonic()):
+            raise self._last_error or KeySetFetchError("the key set could not be fetched")
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if the cache created it."""
+        client, self._owned_client = self._owned_client, None
+        if client is not None:
+            await client.aclose()
+
+    async def _refresh_due(self) -> None:
+        """The routine refresh once the TTL (or a failure's retry interval) is over.
+
+        Only one task fetches; while it does, the others go on with the loaded
+        keys, or wait for it when there are none.
+        """
+        if self._inflight is not None:
+            if not self._usable(time.monotonic()):
+                await self._inflight[0].wait()
+            return
+        if time.monotonic() >= self._fresh_until:
+            await self._run_fetch()
+
+    async def _fetch_started_after(self, since: float, *, cooldown: bool = True) -> None:
+        """Wait until a fetch that started at or after ``since`` has finished.
+
+        Concurrent callers share one fetch, and fetches start at most once per
+        ``refresh_cooldown``: a caller inside the cooldown waits for its end.
+        """
+        for _ in range(8):  # each pass waits for a later fetch; a few suffice
+            if self._done_start >= since:
+                return
+            if self._inflight is not None:
+                await self._inflight[0].wait()
+                continue
+            gap = self._last_start + self.refresh_cooldown - time.monotonic() if cooldown else 0.0
+            if gap > 0:
+                await anyio.sleep(gap)
+                continue
+            await self._run_fetch()
+            return
+
+    async def _run_fetch(self) -> None:
+        event = anyio.Event()
+        started = time.monotonic()
+        self._inflight = (event, started)
+        self._last_start = started
+        try:
+            await self._fetch()
+        finally:
+            self._inflight = None
+            self._done_start = max(self._done_start, started)
+            event.set()
+
+    async def _fetch(self) -> None:
+        self._fetches += 1
+        self._emit("jwks_fetch", {"url": self.url})
+        try:
+            body, cache_control = await self._download()
+            keys, skipped = self._parse(body)
+        except KeySetError as exc:
+            self._failures += 1
+            self._last_error = exc
+            self._fresh_until = time.monotonic() + self.retry_interval
+            stale = " (still serving the previous keys)" if self._keys else ""
+            logger.warning("key set fetch from %s failed: %s%s", self.url, exc.message, stale)
+            self._emit("jwks_failure", {"url": self.url, "error": exc.message})
+            return
+        now = time.monotonic()
+        gained = sorted(keys.keys() - self._keys.keys())
+        lost = sorted(self._keys.keys() - keys.keys())
+        self._keys = keys
+        self._skipped = skipped
+        self._loaded_at = now
+        self._last_error = None
+        self._fresh_until = now + self._ttl_from(cache_control)
+        if gained or lost:
+            logger.info(
+                "key set from %s: %d keys, gained %s, lost %s",
+                self.url,
+                len(keys),
+                gained or "none",
+                lost or "none",
+            )
+        self._emit("jwks_refresh", {"url": self.url, "gained": gained, "lost": lost})
+
+    def _ttl_from(self, cache_control: str | None) -> float:
+        if not cache_control:
+            return self.ttl
+        if _NO_CACHE.search(cache_control):
+            return self.min_ttl
+        match = _MAX_AGE.search(cache_control)
+        if match is None:
+            return self.ttl
+        return min(max(float(match.group(1)), self.min_ttl), self.max_ttl)
+
+    def _get_client(self) -> httpx.AsyncClient:
+        if self._client is not None:
+            return self._client
+        client = self._owned_client
+        if client is None:
+            # Fetches are minutes apart: no keep-alive, so no idle socket outlives one.
+            client = httpx.AsyncClient(
+                timeout=self.timeout,
+                follow_redirects=False,
+                limits=httpx.Limits(max_keepalive_connections=0),
+            )
+            self._owned_client = client
+        return client
+
+    async def _download(self) -> tuple[bytes, str | None]:
+        client = self._get_client()
+        try:
+            with anyio.fail_after(self.timeout):
+                async with client.stream(
+                    "GET",
+                    self.url,
+                    headers={"accept": "application/jwk-set+json, application/json"},
+                    follow_redirects=False,
+                ) as response:
+                    if response.status_code != 200:
+                        raise KeySetFetchError(
+                            f"the key server answered HTTP {response.status_code}"
+                        )
+                    declared = response.headers.get("content-length", "")
+                    if declared.isdigit() and int(declared) > self.max_body_size:
+                        raise KeySetInvalidError(
+                            f"the key set is larger than {self.max_body_size} bytes"
+                        )
+                    chunks: list[bytes] = []
+                    size = 0
+                    async for chunk in response.aiter_bytes():
+                        size += len(chunk)
+                        if size > self.max_body_size:
+                            raise KeySetInvalidError(
+                                f"the key set is larger than {self.max_body_size} bytes"
+                            )
+                        chunks.append(chunk)
+                    return b"".join(chunks), response.headers.get("cache-control")
+        except TimeoutError as exc:
+            raise KeySetFetchError(
+                f"the key server did not answer within {self.timeout} s"
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise KeySetFetchError(
+                f"the key server could not be reached ({type(exc).__name__})"
+            ) from exc
+
+    def _parse(self, body: bytes) -> tuple[dict[str, VerificationKey], tuple[tuple[str, str], ...]]:
+        try:
+            document = json.loads(body)
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise KeySetInvalidError("the key set is not valid JSON") from exc
+        if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+            raise KeySetInvalidError('the key set is not a JSON object with a "keys" list')
+        keys: dict[str, VerificationKey] = {}
+        skipped: list[tuple[str, str]] = []
+        for index, jwk in enumerate(document["keys"][:_MAX_KEYS]):
+            label = f"key #{index}"
+            try:
+                if not isinstance(jwk, dict):
+                    raise KeyRejected("it is not a JSON object")
+                if isinstance(jwk.get("kid"), str):
+                    label = repr(jwk["kid"][:64])
+                key = parse_jwk(jwk, self.algorithms)
+                if key.kid in keys:
+                    raise KeyRejected("its kid is used by an earlier key")
+            except KeyRejected as exc:
+                skipped.append((label, str(exc)))
+                logger.warning("key set from %s: skipping %s: %s", self.url, label, exc)
+                continue
+            keys[key.kid] = key
+        if not keys:
+            raise KeySetInvalidError("the key set has no usable key")
+        return keys, tuple(skipped)
+
+    def _emit(self, event: str, data: Mapping[str, Any]) -> None:
+        if self._on_event is not None:
+            try:
+                self._on_event(event, data)
+            except Exception:  # an observer must never break authentication
+                logger.exception("the on_event hook raised")

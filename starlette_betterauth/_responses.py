@@ -1,0 +1,71 @@
+"""The answers sent to refused requests: RFC 6750 headers and a short JSON reason."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.types import Message, Receive, Send
+
+from .errors import BetterAuthError, KeySetError
+
+__all__ = ["ErrorResponse", "error_response", "send_http", "send_websocket_denial"]
+
+ErrorResponse = tuple[int, list[tuple[bytes, bytes]], bytes]
+_SAFE = set(range(0x20, 0x7F)) - {0x22, 0x5C}  # RFC 6750 error_description chars
+
+
+def _quoted(text: str) -> str:
+    return "".join(c if ord(c) in _SAFE else "'" if c in '"\\' else "?" for c in text)[:200]
+
+
+def error_response(error: BetterAuthError, *, retry_after: int = 5) -> ErrorResponse:
+    """Status, headers and body for ``error``; never includes the token."""
+    challenge = "Bearer"
+    if error.error_code is not None:
+        challenge += f' error="{error.error_code}", error_description="{_quoted(error.message)}"'
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"www-authenticate", challenge.encode("ascii")),
+        (b"cache-control", b"no-store"),
+    ]
+    if isinstance(error, KeySetError):
+        headers.append((b"retry-after", str(retry_after).encode("ascii")))
+    document = {
+        "error": error.error_code or _default_code(error),
+        "error_description": error.message,
+    }
+    body = json.dumps(document, separators=(",", ":")).encode("utf-8")
+    headers.append((b"content-length", str(len(body)).encode("ascii")))
+    return error.status_code, headers, body
+
+
+def _default_code(error: BetterAuthError) -> str:
+    if isinstance(error, KeySetError):
+        return "temporarily_unavailable"
+    return "unauthorized" if error.status_code == 401 else "forbidden"
+
+
+async def send_http(send: Send, response: ErrorResponse) -> None:
+    """Send a prepared error response on an HTTP connection."""
+    status, headers, body = response
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_websocket_denial(
+    extensions: object, receive: Receive, send: Send, response: ErrorResponse
+) -> None:
+    """Refuse a websocket handshake before accept.
+
+    With the ASGI denial-response extension the client gets the HTTP status;
+    otherwise the handshake is closed with 1008 (policy violation).
+    """
+    message: Message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    status, headers, body = response
+    if isinstance(extensions, dict) and "websocket.http.response" in extensions:
+        await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        await send({"type": "websocket.close", "code": 1008, "reason": "unauthorized"})

@@ -1,0 +1,139 @@
+"""The authenticated user handed to handlers, and where its roles come from."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeAlias
+
+from starlette.authentication import AuthCredentials, BaseUser
+
+from .errors import BannedUserError, ConfigurationError
+
+__all__ = ["BetterAuthUser", "RoleSource", "UserBuilder"]
+
+#: A claim name, a dotted path into nested claims, or a callable of the claims.
+RoleSource: TypeAlias = str | Callable[[Mapping[str, Any]], Iterable[str]]
+
+
+class BetterAuthUser(BaseUser):
+    """The verified caller, as ``request.state.user`` and ``request.user``.
+
+    Attributes:
+        id: the user id (the ``sub`` claim).
+        email: the ``email`` claim, if any.
+        name: the ``name`` claim, if any.
+        roles: the user's roles; Better Auth's admin plugin stores several as
+            one comma-separated string, ``"user,admin"``, which becomes
+            ``frozenset({"user", "admin"})``.
+        scopes: OAuth scopes from a space-separated ``scope`` claim.
+        claims: a read-only mapping of the whole verified payload.
+    """
+
+    __slots__ = ("claims", "email", "id", "name", "roles", "scopes")
+
+    def __init__(
+        self,
+        *,
+        id: str,
+        email: str | None,
+        name: str | None,
+        roles: frozenset[str],
+        scopes: frozenset[str],
+        claims: Mapping[str, Any],
+    ) -> None:
+        self.id = id
+        self.email = email
+        self.name = name
+        self.roles = roles
+        self.scopes = scopes
+        self.claims = claims
+
+    @property
+    def is_authenticated(self) -> bool:
+        """Always true: anonymous callers are ``None`` / Starlette's ``UnauthenticatedUser``."""
+        return True
+
+    @property
+    def display_name(self) -> str:
+        """The name, else the email, else the id."""
+        return self.name or self.email or self.id
+
+    @property
+    def identity(self) -> str:
+        """The user id."""
+        return self.id
+
+    def has_role(self, role: str) -> bool:
+        """Whether the user has ``role``."""
+        return role in self.roles
+
+    def __repr__(self) -> str:
+        return f"BetterAuthUser(id={self.id!r}, email={self.email!r}, roles={sorted(self.roles)})"
+
+
+def _split(value: object, separator: str) -> frozenset[str]:
+    if isinstance(value, str):
+        return frozenset(part for part in (p.strip() for p in value.split(separator)) if part)
+    if isinstance(value, list | tuple):
+        return frozenset(v.strip() for v in value if isinstance(v, str) and v.strip())
+    return frozenset()
+
+
+def _dotted(path: str) -> Callable[[Mapping[str, Any]], object]:
+    parts = path.split(".")
+
+    def read(claims: Mapping[str, Any]) -> object:
+        value: object = claims
+        for part in parts:
+            if not isinstance(value, Mapping):
+                return None
+            value = value.get(part)
+        return value
+
+    return read
+
+
+class UserBuilder:
+    """Builds a BetterAuthUser and its Starlette credentials from verified claims.
+
+    ``roles`` is where roles come from: a claim name (default ``"role"``), a
+    dotted path into nested claims (``"org.roles"``), or a callable receiving the
+    claims. Credentials scopes are ``"authenticated"``, ``"role:<name>"`` per
+    role and ``"scope:<name>"`` per OAuth scope.
+    """
+
+    def __init__(self, roles: RoleSource = "role", *, allow_banned: bool = False) -> None:
+        if callable(roles):
+            source = roles
+            self._read_roles: Callable[[Mapping[str, Any]], frozenset[str]] = lambda c: _split(
+                list(source(c)), ","
+            )
+        elif isinstance(roles, str) and roles and all(roles.split(".")):
+            read = _dotted(roles)
+            self._read_roles = lambda c: _split(read(c), ",")
+        else:
+            raise ConfigurationError(
+                f"roles must be a claim name, dotted path or callable: {roles!r}"
+            )
+        self.allow_banned = allow_banned
+
+    def build(self, claims: Mapping[str, Any]) -> tuple[BetterAuthUser, AuthCredentials]:
+        """Return the user and credentials; raise BannedUserError for a banned user."""
+        if claims.get("banned") is True and not self.allow_banned:
+            raise BannedUserError("this user is banned")
+        email = claims.get("email")
+        name = claims.get("name")
+        roles = self._read_roles(claims)
+        scopes = _split(claims.get("scope"), " ")
+        user = BetterAuthUser(
+            id=str(claims.get("sub", "")),
+            email=email if isinstance(email, str) else None,
+            name=name if isinstance(name, str) else None,
+            roles=roles,
+            scopes=scopes,
+            claims=claims,
+        )
+        granted = ["authenticated"]
+        granted.extend(sorted(f"role:{r}" for r in roles))
+        granted.extend(sorted(f"scope:{s}" for s in scopes))
+        return user, AuthCredentials(granted)

@@ -1,0 +1,201 @@
+"""Turning a token into verified claims. Knows nothing of ASGI."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import httpx
+
+from ._claims import ClaimRules
+from ._compact import parse_token
+from ._config import resolve_server
+from ._jwks import JWKSCache
+from ._keys import SUPPORTED_ALGORITHMS
+from .errors import (
+    ConfigurationError,
+    InvalidSignatureError,
+    InvalidTokenError,
+    MalformedTokenError,
+    UnsupportedAlgorithmError,
+)
+
+__all__ = ["DEFAULT_LEEWAY", "TokenVerifier", "VerifiedToken"]
+
+#: Seconds of clock skew tolerated on exp, nbf and iat.
+DEFAULT_LEEWAY = 10.0
+_MAX_KID_LENGTH = 256
+_ACCEPTED_TYP = frozenset({"jwt", "at+jwt", "application/jwt", "application/at+jwt"})
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedToken:
+    """A token whose signature and claims were verified.
+
+    ``claims`` is a read-only view of the whole payload; ``exp`` is its expiry
+    (None only when the verifier was told not to require it).
+    """
+
+    claims: Mapping[str, Any]
+    header: Mapping[str, Any]
+    kid: str
+    alg: str
+    exp: float | None
+
+
+class TokenVerifier:
+    """Verifies Better Auth JWTs against a cached key set: token in, claims out.
+
+    Usable without ASGI (command line, background jobs, tests)::
+
+        verifier = TokenVerifier.for_server("https://auth.example.com")
+        claims = await verifier.verify(token)   # raises InvalidTokenError subclasses
+
+    Args:
+        jwks: the key-set cache to take keys from.
+        issuer: the exact ``iss`` required, or None to skip the check (not advised).
+        audience: accepted audience(s); ``aud`` must name at least one. None skips.
+        algorithms: accepted algorithms, a subset of EdDSA, ES256, ES512, RS256, PS256.
+        leeway: seconds of clock skew tolerated on exp, nbf and iat.
+        require_exp: refuse tokens without ``exp`` (the default; an opt-out exists).
+        require_sub: refuse tokens without a non-empty string ``sub``.
+    """
+
+    def __init__(
+        self,
+        jwks: JWKSCache,
+        *,
+        issuer: str | None,
+        audience: str | Iterable[str] | None,
+        algorithms: Sequence[str] | None = None,
+        leeway: float = DEFAULT_LEEWAY,
+        require_exp: bool = True,
+        require_sub: bool = True,
+    ) -> None:
+        accepted = frozenset(algorithms) if algorithms is not None else jwks.algorithms
+        if not accepted or not accepted <= SUPPORTED_ALGORITHMS:
+            raise ConfigurationError(
+                f"algorithms must be a non-empty subset of {sorted(SUPPORTED_ALGORITHMS)}"
+            )
+        if not leeway >= 0:
+            raise ConfigurationError("leeway must be a number of seconds >= 0")
+        audiences = frozenset([audience] if isinstance(audience, str) else audience or ())
+        self.jwks = jwks
+        self.algorithms = accepted
+        self.rules = ClaimRules(
+            issuer=issuer,
+            audiences=audiences if audience is not None else None,
+            leeway=float(leeway),
+            require_exp=require_exp,
+            require_sub=require_sub,
+        )
+
+    @classmethod
+    def for_server(
+        cls,
+        base_url: str | None = None,
+        *,
+        jwks_url: str | None = None,
+        issuer: str | None = None,
+        audience: str | Sequence[str] | None = None,
+        verify_issuer: bool = True,
+        verify_audience: bool = True,
+        algorithms: Sequence[str] | None = None,
+        leeway: float = DEFAULT_LEEWAY,
+        require_exp: bool = True,
+        http_client: httpx.AsyncClient | None = None,
+        jwks_options: Mapping[str, Any] | None = None,
+    ) -> TokenVerifier:
+        """Build a verifier the way Better Auth's defaults lay a server out.
+
+        ``jwks_url`` defaults to ``{base_url}/api/auth/jwks`` and ``issuer`` and
+        ``audience`` to ``base_url``; with no ``base_url`` and no ``jwks_url``,
+        ``BETTER_AUTH_URL`` is read from the environment. ``jwks_options`` are
+        passed on to :class:`JWKSCache` (ttl, refresh_cooldown, timeout, ...).
+
+        Raises:
+            ConfigurationError: nothing to locate the server by, or a bad URL.
+        """
+        settings = resolve_server(
+            base_url=base_url,
+            jwks_url=jwks_url,
+            issuer=issuer,
+            audience=audience,
+            verify_issuer=verify_issuer,
+            verify_audience=verify_audience,
+        )
+        options = dict(jwks_options or {})
+        if algorithms is not None:
+            options["algorithms"] = frozenset(algorithms)
+        cache = JWKSCache(settings.jwks_url, client=http_client, **options)
+        return cls(
+            cache,
+            issuer=settings.issuer,
+            audience=settings.audiences,
+            leeway=leeway,
+            require_exp=require_exp,
+        )
+
+    async def verify(self, token: str) -> Mapping[str, Any]:
+        """Verify ``token`` and return its claims as a read-only mapping.
+
+        Raises:
+            InvalidTokenError: (a subclass naming the reason) the token is refused.
+            KeySetError: no usable key set can be had; retry later.
+        """
+        return (await self.verify_token(token)).claims
+
+    async def verify_token(self, token: str) -> VerifiedToken:
+        """Like :meth:`verify`, returning the header, kid, alg and exp too."""
+        parsed = parse_token(token)
+        header = parsed.header
+        alg = header.get("alg")
+        if type(alg) is not str or alg not in self.algorithms:
+            raise UnsupportedAlgorithmError(
+                f"the token's alg {_short(alg)} is not accepted "
+                f"(accepted: {', '.join(sorted(self.algorithms))})"
+            )
+        kid = header.get("kid")
+        if type(kid) is not str or not 0 < len(kid) <= _MAX_KID_LENGTH:
+            raise MalformedTokenError("the token header has no usable kid")
+        if len(header) > 2:
+            _check_extra_header(header)
+        key = await self.jwks.get_key(kid)
+        if alg not in key.algorithms:
+            raise UnsupportedAlgorithmError(
+                f"the token's alg {alg} is not the algorithm of key {kid!r} "
+                f"({', '.join(sorted(key.algorithms))})"
+            )
+        if not key.verify(alg, parsed.signing_input, parsed.signature):
+            raise InvalidSignatureError("the token's signature does not verify")
+        claims = parsed.claims
+        exp = self.rules.check(claims, time.time())
+        return VerifiedToken(
+            claims=MappingProxyType(claims),
+            header=MappingProxyType(header),
+            kid=kid,
+            alg=alg,
+            exp=exp,
+        )
+
+    def check_times(self, claims: Mapping[str, Any]) -> None:
+        """Re-check exp, nbf and iat of already verified claims against the clock."""
+        self.rules.check_times(claims, time.time())
+
+
+def _check_extra_header(header: Mapping[str, Any]) -> None:
+    if "crit" in header:
+        raise MalformedTokenError("the token header has a crit member this verifier cannot honour")
+    if "b64" in header and header["b64"] is not True:
+        raise MalformedTokenError("unencoded payloads (b64) are not accepted")
+    typ = header.get("typ")
+    if typ is not None and (type(typ) is not str or typ.lower() not in _ACCEPTED_TYP):
+        raise InvalidTokenError(f"the token's typ {_short(typ)} is not a JWT type")
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -1,0 +1,171 @@
+"""The exception tree of starlette-betterauth.
+
+Every error the package raises derives from :class:`BetterAuthError`; no raw
+``jwt.*`` or ``httpx.*`` exception escapes the public API::
+
+    BetterAuthError
+    ├── ConfigurationError            the package was configured wrongly (raised at construction)
+    ├── AuthenticationError           401: the request carries no acceptable credentials
+    │   ├── MissingTokenError             no bearer token was presented
+    │   ├── InvalidRequestError           the Authorization header itself is malformed
+    │   └── InvalidTokenError             a token was presented and refused
+    │       ├── MalformedTokenError           not a well-formed compact JWS
+    │       │   └── OpaqueTokenError              a Better Auth session token, not a JWT
+    │       ├── UnsupportedAlgorithmError     alg not accepted, or not the key's algorithm
+    │       ├── UnknownKeyError               no key in the key set has the token's kid
+    │       ├── InvalidSignatureError         the signature does not verify
+    │       ├── InvalidClaimError             a claim is missing or of the wrong type
+    │       │   ├── ExpiredTokenError             exp is in the past
+    │       │   ├── ImmatureTokenError            nbf or iat is in the future
+    │       │   ├── InvalidIssuerError            iss is not the expected issuer
+    │       │   └── InvalidAudienceError          aud names no accepted audience
+    │       └── (subclass it for your own rules)
+    ├── AuthorizationError            403: authenticated, but not allowed
+    │   ├── InsufficientRoleError         the user lacks a required role or scope
+    │   └── BannedUserError               the token says the user is banned
+    └── KeySetError                   503: no usable key set can be had
+        ├── KeySetFetchError              the key server was unreachable, slow, or answered an error
+        └── KeySetInvalidError            the key server answered no usable key set
+
+Each authentication and authorization error carries the HTTP ``status_code`` and
+the RFC 6750 ``error`` code (``None`` when no token was presented) that a
+response should use. Messages never contain the token.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationError",
+    "AuthorizationError",
+    "BannedUserError",
+    "BetterAuthError",
+    "ConfigurationError",
+    "ExpiredTokenError",
+    "ImmatureTokenError",
+    "InsufficientRoleError",
+    "InvalidAudienceError",
+    "InvalidClaimError",
+    "InvalidIssuerError",
+    "InvalidRequestError",
+    "InvalidSignatureError",
+    "InvalidTokenError",
+    "KeySetError",
+    "KeySetFetchError",
+    "KeySetInvalidError",
+    "MalformedTokenError",
+    "MissingTokenError",
+    "OpaqueTokenError",
+    "UnknownKeyError",
+    "UnsupportedAlgorithmError",
+]
+
+
+class BetterAuthError(Exception):
+    """Root of every exception raised by starlette-betterauth."""
+
+    #: HTTP status a response to this error should carry.
+    status_code: int = 500
+    #: RFC 6750 ``error`` code for the ``WWW-Authenticate`` header, if any.
+    error_code: str | None = None
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigurationError(BetterAuthError, ValueError):
+    """The package was configured wrongly; raised at construction, never per request."""
+
+
+class AuthenticationError(BetterAuthError):
+    """The request carries no acceptable credentials (HTTP 401)."""
+
+    status_code = 401
+    error_code: str | None = "invalid_token"
+
+
+class MissingTokenError(AuthenticationError):
+    """No bearer token was presented."""
+
+    error_code = None
+
+
+class InvalidRequestError(AuthenticationError):
+    """The Authorization header is malformed: wrong scheme, repeated, or empty."""
+
+    error_code = "invalid_request"
+
+
+class InvalidTokenError(AuthenticationError):
+    """A token was presented and refused."""
+
+
+class MalformedTokenError(InvalidTokenError):
+    """The token is not a well-formed compact JWS (segments, base64url, JSON, size)."""
+
+
+class OpaqueTokenError(MalformedTokenError):
+    """The token is a Better Auth opaque session token, which only the server can check."""
+
+
+class UnsupportedAlgorithmError(InvalidTokenError):
+    """The token's ``alg`` is not accepted, or is not the algorithm of its key."""
+
+
+class UnknownKeyError(InvalidTokenError):
+    """No key in the key set has the token's ``kid``, even after a refresh."""
+
+
+class InvalidSignatureError(InvalidTokenError):
+    """The signature does not verify with the key the token names."""
+
+
+class InvalidClaimError(InvalidTokenError):
+    """A required claim is missing, or a claim has the wrong type or value."""
+
+
+class ExpiredTokenError(InvalidClaimError):
+    """The token's ``exp`` is in the past."""
+
+
+class ImmatureTokenError(InvalidClaimError):
+    """The token's ``nbf`` or ``iat`` is in the future."""
+
+
+class InvalidIssuerError(InvalidClaimError):
+    """The token's ``iss`` is not the expected issuer."""
+
+
+class InvalidAudienceError(InvalidClaimError):
+    """The token's ``aud`` names none of the accepted audiences."""
+
+
+class AuthorizationError(BetterAuthError):
+    """The caller is authenticated but not allowed (HTTP 403)."""
+
+    status_code = 403
+    error_code: str | None = "insufficient_scope"
+
+
+class InsufficientRoleError(AuthorizationError):
+    """The user lacks a role or scope the endpoint requires."""
+
+
+class BannedUserError(AuthorizationError):
+    """The token says the user is banned (Better Auth's admin plugin)."""
+
+    error_code = None
+
+
+class KeySetError(BetterAuthError):
+    """No usable key set can be had (HTTP 503); the request may be retried."""
+
+    status_code = 503
+
+
+class KeySetFetchError(KeySetError):
+    """The key server could not be reached, timed out, or answered an HTTP error."""
+
+
+class KeySetInvalidError(KeySetError):
+    """The key server answered something that is not a usable key set."""

@@ -1,0 +1,32 @@
+"""pytest fixtures for apps that use starlette-betterauth (loaded automatically by pytest).
+
+``betterauth_issuer`` mints Better Auth-shaped tokens; ``betterauth_jwks_server``
+serves its key set on 127.0.0.1 and is stopped after the test::
+
+    def test_me(betterauth_jwks_server, betterauth_issuer):
+        app = make_app(base_url=betterauth_jwks_server.url)
+        token = betterauth_issuer.token(role="admin")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from .testing import Issuer, JWKSServer
+
+__all__ = ["betterauth_issuer", "betterauth_jwks_server"]
+
+
+@pytest.fixture
+def betterauth_issuer() -> Issuer:
+    """An :class:`~starlette_betterauth.testing.Issuer` with one EdDSA key."""
+    return Issuer()
+
+
+@pytest.fixture
+def betterauth_jwks_server(betterauth_issuer: Issuer) -> Iterator[JWKSServer]:
+    """A running :class:`~starlette_betterauth.testing.JWKSServer` for ``betterauth_issuer``."""
+    with JWKSServer(betterauth_issuer) as server:
+        yield server
