@@ -7,7 +7,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,8 +37,20 @@ _MAX_KEYS = 100
 class KeySetStatus:
     """A snapshot of the cache, for readiness checks and diagnostics.
 
-    ``ready`` is true while usable keys are loaded (fresh, or stale within
-    ``max_stale`` after a failed refresh).
+    Attributes:
+        ready: usable keys are loaded (fresh, or stale within ``max_stale``
+            after a failed refresh).
+        kids: the kids of the loaded keys.
+        age: seconds since the last successful fetch (None before the first).
+        fetches: fetches attempted so far.
+        failures: fetches that failed so far.
+        last_error: why the last fetch failed (None once a fetch succeeds).
+        skipped: ``(key, reason)`` for each key of the loaded set that was left out.
+        last_fetch_at: Unix time at which the last fetch, good or bad, ended.
+        last_fetch_duration: seconds the last fetch took.
+        server_clock_offset: the server's clock minus this machine's, in seconds,
+            from the ``Date`` header of the last answer (whole seconds, so about
+            1 s of uncertainty); None when no answer with a Date header came.
     """
 
     ready: bool
@@ -48,6 +60,9 @@ class KeySetStatus:
     failures: int
     last_error: str | None
     skipped: tuple[tuple[str, str], ...]
+    last_fetch_at: float | None = None
+    last_fetch_duration: float | None = None
+    server_clock_offset: float | None = None
 
 
 class JWKSCache:
@@ -86,7 +101,7 @@ class JWKSCache:
         url: str,
         *,
         client: httpx.AsyncClient | None = None,
-        algorithms: frozenset[str] | set[str] | tuple[str, ...] = SUPPORTED_ALGORITHMS,
+        algorithms: Iterable[str] = SUPPORTED_ALGORITHMS,
         ttl: float = 300.0,
         min_ttl: float = 30.0,
         max_ttl: float = 86400.0,
@@ -100,8 +115,8 @@ class JWKSCache:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigurationError(f"the JWKS URL must be an http(s) URL, got {url!r}")
-        unknown = set(algorithms) - SUPPORTED_ALGORITHMS
-        if unknown or not algorithms:
+        algorithms = frozenset(algorithms)
+        if not algorithms or not algorithms <= SUPPORTED_ALGORITHMS:
             raise ConfigurationError(
                 f"algorithms must be a non-empty subset of {sorted(SUPPORTED_ALGORITHMS)}"
             )
@@ -117,7 +132,7 @@ class JWKSCache:
         if refresh_cooldown < 0 or retry_interval < 0 or max_body_size <= 0:
             raise ConfigurationError("refresh_cooldown, retry_interval and max_body_size are >= 0")
         self.url = url
-        self.algorithms = frozenset(algorithms)
+        self.algorithms = algorithms
         self.ttl = ttl
         self.min_ttl = min(min_ttl, ttl)
         self.max_ttl = max(max_ttl, ttl)
@@ -139,6 +154,9 @@ class JWKSCache:
         self._last_error: KeySetError | None = None
         self._fetches = 0
         self._failures = 0
+        self._last_fetch_at: float | None = None
+        self._last_fetch_duration: float | None = None
+        self._clock_offset: float | None = None
 
     # -- reading ---------------------------------------------------------------
 
@@ -159,7 +177,30 @@ class JWKSCache:
             failures=self._failures,
             last_error=None if self._last_error is None else self._last_error.message,
             skipped=self._skipped,
+            last_fetch_at=self._last_fetch_at,
+            last_fetch_duration=self._last_fetch_duration,
+            server_clock_offset=self._clock_offset,
         )
+
+    async def probe(self) -> KeySetStatus:
+        """Load the key set if it is due, then report the status: for readiness endpoints.
+
+        Unlike :meth:`status`, an instance that has not fetched yet (no request
+        so far, no warm-up) fetches here, so a readiness check cannot wait
+        forever for traffic that only comes once it is ready. Fetches follow the
+        usual rules (one at a time, at most one per ``retry_interval`` after a
+        failure), so frequent probes cost the key server nothing more. Never
+        raises for a failed fetch: ``ready`` is False and ``last_error`` says why.
+
+        Example::
+
+            async def ready(request):
+                status = await verifier.jwks.probe()
+                return JSONResponse({"ready": status.ready}, 200 if status.ready else 503)
+        """
+        if time.monotonic() >= self._fresh_until:
+            await self._refresh_due()
+        return self.status()
 
     def has_key(self, kid: str) -> bool:
         """Whether ``kid`` is in the loaded key set (no I/O)."""
@@ -254,18 +295,32 @@ class JWKSCache:
 
     async def _fetch(self) -> None:
         self._fetches += 1
+        self._clock_offset = None
+        logger.debug("fetching the key set from %s", self.url)
         self._emit("jwks_fetch", {"url": self.url})
+        started = time.monotonic()
         try:
             body, cache_control = await self._download()
             keys, skipped = self._parse(body)
         except KeySetError as exc:
+            duration = self._fetch_ended(started)
             self._failures += 1
             self._last_error = exc
             self._fresh_until = time.monotonic() + self.retry_interval
             stale = " (still serving the previous keys)" if self._keys else ""
             logger.warning("key set fetch from %s failed: %s%s", self.url, exc.message, stale)
-            self._emit("jwks_failure", {"url": self.url, "error": exc.message})
+            self._emit(
+                "jwks_failure",
+                {
+                    "url": self.url,
+                    "error": exc.message,
+                    "reason": type(exc).__name__,
+                    "stale": bool(self._keys),
+                    "duration": duration,
+                },
+            )
             return
+        duration = self._fetch_ended(started)
         now = time.monotonic()
         gained = sorted(keys.keys() - self._keys.keys())
         lost = sorted(self._keys.keys() - keys.keys())
@@ -282,7 +337,24 @@ class JWKSCache:
                 gained or "none",
                 lost or "none",
             )
-        self._emit("jwks_refresh", {"url": self.url, "gained": gained, "lost": lost})
+        else:
+            logger.debug("key set from %s: %d keys, unchanged", self.url, len(keys))
+        self._emit(
+            "jwks_refresh",
+            {
+                "url": self.url,
+                "keys": len(keys),
+                "gained": gained,
+                "lost": lost,
+                "duration": duration,
+            },
+        )
+
+    def _fetch_ended(self, started: float) -> float:
+        duration = time.monotonic() - started
+        self._last_fetch_at = time.time()
+        self._last_fetch_duration = duration
+        return duration
 
     def _ttl_from(self, cache_control: str | None) -> float:
         if not cache_control:
@@ -318,6 +390,7 @@ class JWKSCache:
                     headers={"accept": "application/jwk-set+json, application/json"},
                     follow_redirects=False,
                 ) as response:
+                    self._clock_offset = _clock_offset(response.headers.get("date"))
                     if response.status_code != 200:
                         raise KeySetFetchError(
                             f"the key server answered HTTP {response.status_code}"
@@ -371,7 +444,13 @@ class JWKSCache:
                 continue
             keys[key.kid] = key
         if not keys:
-            raise KeySetInvalidError("the key set has no usable key")
+            reasons = "; ".join(f"{label}: {reason}" for label, reason in skipped[:3])
+            more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+            raise KeySetInvalidError(
+                f"the key set has no usable key ({reasons}{more})"
+                if skipped
+                else "the key set has no usable key (its keys list is empty)"
+            )
         return keys, tuple(skipped)
 
     def _emit(self, event: str, data: Mapping[str, Any]) -> None:
@@ -380,3 +459,14 @@ class JWKSCache:
                 self._on_event(event, data)
             except Exception:  # an observer must never break authentication
                 logger.exception("the on_event hook raised")
+
+
+def _clock_offset(date: str | None) -> float | None:
+    """The server's clock minus ours, from an HTTP ``Date`` header (None if unusable)."""
+    if not date:
+        return None
+    try:
+        served = parsedate_to_datetime(date).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return served - time.time()

@@ -195,6 +195,14 @@ class Issuer:
         return self.token(issued_at=time.time() - 4500, **claims)
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients that hang up mid-answer (size caps, timeouts) are expected here.
+        pass
+
+
 class JWKSServer:
     """A real HTTP server on 127.0.0.1 serving an issuer's key set at ``/api/auth/jwks``.
 
@@ -209,9 +217,12 @@ class JWKSServer:
         status, delay, body, headers: set to make the next answers misbehave.
     """
 
-    def __init__(self, issuer: Issuer | None = None, *, path: str = "/api/auth/jwks") -> None:
+    def __init__(
+        self, issuer: Issuer | None = None, *, path: str = "/api/auth/jwks", port: int = 0
+    ) -> None:
         self.issuer = issuer or Issuer()
         self.path = path
+        self.port = port
         self.requests = 0
         self.request_paths: list[str] = []
         self.status = 200
@@ -233,15 +244,16 @@ class JWKSServer:
         self.status, self.delay, self.body, self.headers = 200, 0.0, None, {}
 
     def start(self) -> JWKSServer:
-        """Start serving on a free loopback port."""
-        server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        server.daemon_threads = True
+        """Start serving on 127.0.0.1, on ``port`` (by default a free port)."""
+        server = _QuietServer(("127.0.0.1", self.port), self._handler())
         self._server = server
         self.url = f"http://127.0.0.1:{server.server_address[1]}"
         self.jwks_url = self.url + self.path
         if self.issuer.base_url == "http://127.0.0.1":
             self.issuer.base_url = self.url
-        self._thread = threading.Thread(target=server.serve_forever, name="JWKSServer", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, args=(0.05,), name="JWKSServer", daemon=True
+        )
         self._thread.start()
         return self
 

@@ -1,0 +1,48 @@
+# One place for every command: `make demo` runs the demo, `make test` runs every test.
+# Both build what they need first (a virtualenv, the Better Auth server's Node packages,
+# and for the browser test Debian's chromium), so they work on a fresh machine.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SERVER := examples/better-auth-server
+
+.PHONY: demo test lint check venv node chromium clean bench
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+$(SERVER)/node_modules/.package-lock.json: $(SERVER)/package-lock.json
+	cd $(SERVER) && npm ci --no-audit --no-fund --loglevel=error
+
+node: $(SERVER)/node_modules/.package-lock.json
+
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser test"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: venv node chromium lint
+	$(VENV)/bin/pytest --cov --cov-branch --cov-report=term -p no:cacheprovider
+
+demo: venv
+	$(PY) examples/demo/run.py
+
+bench: venv
+	$(PY) -m pip install --quiet -r bench/requirements.txt
+	$(PY) bench/micro.py
+	$(PY) bench/asgi.py
+
+clean:
+	rm -rf $(VENV) $(SERVER)/node_modules .coverage .mypy_cache .ruff_cache

@@ -1,0 +1,254 @@
+"""JWKSCache against a real loopback key server: fetch counts, rotation, failures."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+
+import anyio
+import httpx
+import pytest
+
+from starlette_betterauth import JWKSCache
+from starlette_betterauth.errors import (
+    ConfigurationError,
+    KeySetFetchError,
+    KeySetInvalidError,
+    UnknownKeyError,
+)
+from starlette_betterauth.testing import Issuer, JWKSServer, SigningKey, jwks_transport
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def issuer() -> Issuer:
+    return Issuer()
+
+
+@pytest.fixture
+def server(issuer: Issuer) -> Iterator[JWKSServer]:
+    with JWKSServer(issuer) as running:
+        yield running
+
+
+async def test_concurrent_cold_requests_cause_one_fetch(server: JWKSServer, issuer: Issuer) -> None:
+    cache = JWKSCache(server.jwks_url)
+    kid = issuer.current_key.kid
+    found: list[str] = []
+
+    async def lookup() -> None:
+        found.append((await cache.get_key(kid)).kid)
+
+    async with anyio.create_task_group() as group:
+        for _ in range(200):
+            group.start_soon(lookup)
+    assert found == [kid] * 200
+    assert server.requests == 1
+    await cache.aclose()
+
+
+async def test_random_kids_cause_at_most_one_fetch_per_cooldown(
+    server: JWKSServer, issuer: Issuer
+) -> None:
+    cache = JWKSCache(server.jwks_url, refresh_cooldown=0.3)
+    await cache.get_key(issuer.current_key.kid)
+    refused = 0
+
+    async def random_kid() -> None:
+        nonlocal refused
+        try:
+            await cache.get_key(SigningKey().kid)
+        except UnknownKeyError:
+            refused += 1
+
+    async with anyio.create_task_group() as group:
+        for _ in range(300):
+            group.start_soon(random_kid)
+    assert refused == 300
+    assert server.requests == 2  # the first fetch and one shared refetch
+
+    # A sustained trickle: at most one fetch per cooldown, however many requests.
+    start = anyio.current_time()
+    burst = 0
+    while anyio.current_time() - start < 1.0 and burst < 10_000:
+        burst += 1
+        await random_kid()
+    elapsed = anyio.current_time() - start
+    assert server.requests - 2 <= elapsed / 0.3 + 2
+    await cache.aclose()
+
+
+async def test_rotated_key_is_accepted_on_first_use(server: JWKSServer, issuer: Issuer) -> None:
+    cache = JWKSCache(server.jwks_url, refresh_cooldown=0.5)
+    old = issuer.current_key.kid
+    await cache.get_key(old)
+    new = issuer.rotate().kid
+    # Within the cooldown of the last fetch: the lookup waits for the next fetch.
+    assert (await cache.get_key(new)).kid == new
+    assert (await cache.get_key(old)).kid == old
+    assert server.requests == 2
+    await cache.aclose()
+
+
+async def test_failed_refresh_keeps_last_good_keys_and_recovers(
+    server: JWKSServer, issuer: Issuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = JWKSCache(server.jwks_url, ttl=0.05, retry_interval=0.05, refresh_cooldown=0)
+    kid = issuer.current_key.kid
+    await cache.get_key(kid)
+    server.status = 500
+    await anyio.sleep(0.1)
+    with caplog.at_level(logging.WARNING, logger="starlette_betterauth"):
+        assert (await cache.get_key(kid)).kid == kid  # served from the last good set
+    status = cache.status()
+    assert status.ready
+    assert status.failures == 1
+    assert status.last_error == "the key server answered HTTP 500"
+    assert "still serving the previous keys" in caplog.text
+    # While down, lookups make at most one fetch per retry interval.
+    before = server.requests
+    for _ in range(100):
+        await cache.get_key(kid)
+    assert server.requests - before <= 2
+    # Recovery without restart: the rotated key appears once the server is back.
+    new = issuer.rotate().kid
+    server.status = 200
+    await anyio.sleep(0.1)
+    assert (await cache.get_key(new)).kid == new
+    assert cache.status().last_error is None
+    await cache.aclose()
+
+
+async def test_no_keys_and_server_down_raises_with_bounded_fetches(server: JWKSServer) -> None:
+    server.status = 503
+    cache = JWKSCache(server.jwks_url, retry_interval=60)
+    for _ in range(50):
+        with pytest.raises(KeySetFetchError, match="HTTP 503"):
+            await cache.get_key("any")
+    assert server.requests == 1
+    assert not cache.status().ready
+    await cache.aclose()
+
+
+async def test_stale_keys_expire_after_max_stale(server: JWKSServer, issuer: Issuer) -> None:
+    cache = JWKSCache(
+        server.jwks_url, ttl=0.05, max_stale=0.05, retry_interval=0, refresh_cooldown=0
+    )
+    await cache.get_key(issuer.current_key.kid)
+    server.status = 500
+    await anyio.sleep(0.2)
+    with pytest.raises(KeySetFetchError):
+        await cache.get_key(issuer.current_key.kid)
+
+
+async def test_cache_control_max_age_is_honoured(server: JWKSServer, issuer: Issuer) -> None:
+    server.headers = {"Cache-Control": "public, max-age=3600"}
+    cache = JWKSCache(server.jwks_url, ttl=0.01, min_ttl=0.01)
+    await cache.get_key(issuer.current_key.kid)
+    await anyio.sleep(0.05)
+    await cache.get_key(issuer.current_key.kid)
+    assert server.requests == 1
+    server.headers = {"Cache-Control": "no-store"}
+    capped = JWKSCache(server.jwks_url, ttl=3600, min_ttl=0.01, refresh_cooldown=0)
+    await capped.get_key(issuer.current_key.kid)
+    await anyio.sleep(0.05)
+    await capped.get_key(issuer.current_key.kid)
+    assert server.requests == 3
+    await cache.aclose()
+    await capped.aclose()
+
+
+async def test_unusable_keys_are_skipped_with_reasons(
+    server: JWKSServer, issuer: Issuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = issuer.current_key.public_jwk
+    private = dict(SigningKey("ES256").public_jwk, d="AAAA")
+    mismatch = dict(SigningKey("ES256").public_jwk, alg="RS256")
+    encryption = dict(SigningKey("ES256").public_jwk, use="enc")
+    server.body = json.dumps(
+        {
+            "keys": [
+                {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac", "alg": "HS256"},
+                private,
+                mismatch,
+                encryption,
+                {"kty": "EC", "crv": "P-384", "kid": "p384", "x": "AA", "y": "AA"},
+                {"kid": "no-kty"},
+                "not an object",
+                good,
+            ]
+        }
+    ).encode()
+    cache = JWKSCache(server.jwks_url)
+    with caplog.at_level(logging.WARNING, logger="starlette_betterauth"):
+        await cache.refresh()
+    status = cache.status()
+    assert status.kids == (good["kid"],)
+    reasons = dict(status.skipped)
+    assert len(reasons) == 7
+    assert "private or symmetric" in reasons["'hmac'"]
+    assert "does not fit" in reasons[repr(mismatch["kid"])]
+    assert "use is 'enc'" in reasons[repr(encryption["kid"])]
+    assert "not supported" in reasons["'p384'"]
+    assert "not a JSON object" in reasons["key #6"]
+    assert caplog.text.count("skipping") == 7
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b'["keys"]', '"keys" list'),
+        (b'{"keys": {}}', '"keys" list'),
+        (b'{"keys": []}', "no usable key"),
+    ],
+)
+async def test_invalid_documents(server: JWKSServer, body: bytes, reason: str) -> None:
+    server.body = body
+    cache = JWKSCache(server.jwks_url)
+    with pytest.raises(KeySetInvalidError, match=reason):
+        await cache.refresh()
+
+
+async def test_body_over_the_cap_is_refused(server: JWKSServer) -> None:
+    cache = JWKSCache(server.jwks_url, max_body_size=100)
+    with pytest.raises(KeySetInvalidError, match="larger than 100 bytes"):
+        await cache.refresh()
+
+
+async def test_redirects_are_not_followed(server: JWKSServer) -> None:
+    server.status = 302
+    server.headers = {"Location": server.jwks_url}
+    cache = JWKSCache(server.jwks_url)
+    with pytest.raises(KeySetFetchError, match="HTTP 302"):
+        await cache.refresh()
+    assert server.requests == 1
+
+
+async def test_connection_refused() -> None:
+    with JWKSServer() as server:
+        url = server.jwks_url
+    cache = JWKSCache(url)
+    with pytest.raises(KeySetFetchError, match="could not be reached"):
+        await cache.refresh()
+
+
+async def test_injected_client_and_transport(issuer: Issuer) -> None:
+    async with httpx.AsyncClient(transport=jwks_transport(issuer)) as client:
+        cache = JWKSCache("https://auth.example/api/auth/jwks", client=client)
+        assert (await cache.get_key(issuer.current_key.kid)).algorithms == {"EdDSA"}
+        await cache.aclose()  # the caller's client stays open
+        assert not client.is_closed
+
+
+def test_bad_settings() -> None:
+    with pytest.raises(ConfigurationError):
+        JWKSCache("file:///etc/passwd")
+    with pytest.raises(ConfigurationError):
+        JWKSCache("https://a.example/jwks", algorithms=["HS256"])
+    with pytest.raises(ConfigurationError):
+        JWKSCache("https://a.example/jwks", ttl=0)
+    with pytest.raises(ConfigurationError):
+        JWKSCache("https://a.example/jwks", max_body_size=0)
