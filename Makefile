@@ -34,7 +34,9 @@ lint: venv
 	$(VENV)/bin/mypy
 
 test: venv node chromium lint
-	$(VENV)/bin/pytest --cov --cov-branch --cov-report=term -p no:cacheprovider
+	# coverage starts before pytest, so the package's pytest plugin is measured from its import
+	$(VENV)/bin/coverage run -m pytest -p no:cacheprovider
+	$(VENV)/bin/coverage report
 
 demo: venv
 	$(PY) examples/demo/run.py
