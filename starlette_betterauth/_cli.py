@@ -1,10 +1,1181 @@
-"""The command line (placeholder until its subcommands land)."""
+"""The command line: ``python -m starlette_betterauth`` or ``starlette-betterauth``.
+
+``inspect`` decodes a token without verifying it; ``verify`` runs the
+middleware's own verification (:class:`TokenVerifier`); ``jwks`` shows a key set
+as the cache sees it; ``doctor`` checks a server end to end and explains why a
+token does not fit; ``dev-issuer`` serves a local key set with ready tokens for
+demos. The network is reached only through :class:`JWKSCache`.
+"""
 
 from __future__ import annotations
 
-__all__ = ["run"]
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, NoReturn
+
+import anyio
+
+from ._compact import MAX_TOKEN_LENGTH, ParsedToken, parse_token
+from ._config import ENV_BASE_URL, ServerSettings, resolve_server
+from ._jwks import JWKSCache
+from ._keys import SUPPORTED_ALGORITHMS
+from ._user import UserBuilder
+from ._verifier import DEFAULT_LEEWAY, TokenVerifier, VerifiedToken
+from .errors import (
+    BannedUserError,
+    BetterAuthError,
+    ConfigurationError,
+    ExpiredTokenError,
+    ImmatureTokenError,
+    InvalidAudienceError,
+    InvalidClaimError,
+    InvalidIssuerError,
+    InvalidSignatureError,
+    KeySetError,
+    KeySetFetchError,
+    MalformedTokenError,
+    OpaqueTokenError,
+    UnknownKeyError,
+    UnsupportedAlgorithmError,
+)
+from .middleware import token_fingerprint
+
+__all__ = ["EXIT_KEY_SERVER", "EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE", "build_parser", "run"]
+
+#: The token is valid, the key set usable, or doctor found nothing wrong.
+EXIT_OK = 0
+#: The token is refused (or a doctor check failed).
+EXIT_REFUSED = 1
+#: Bad usage or configuration: unknown option, no server, bad URL, no token.
+EXIT_USAGE = 2
+#: The key server is unreachable or answers no usable key set.
+EXIT_KEY_SERVER = 3
+
+_PROG = "starlette-betterauth"
+_EPILOG = f"""\
+exit codes:
+  0  ok: the token is valid, the key set usable, doctor found no failure
+  1  the token is refused, or a doctor check failed
+  2  usage or configuration error (bad option, no server given, bad URL, no token)
+  3  the key server is unreachable or answers no usable key set
+
+Server options default to the {ENV_BASE_URL} environment variable (Better Auth's
+baseURL). Pass - as TOKEN to read it from stdin and keep it out of shell history.
+Tokens are never written to logs; commands show a fingerprint (sha256:...) that
+matches the one in the middleware's log lines.
+"""
+_MAX_STDIN = MAX_TOKEN_LENGTH + 1024
+_CLOCK_OK = 2.0  # the Date header has whole seconds, and the fetch takes some time
 
 
-def run(argv: list[str]) -> int:
-    """Run the command line with ``argv``; return the exit code."""
-    return 0
+class _UsageError(Exception):
+    """Bad command-line input; reported in one line with exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(f"{self.prog}: {message}")
+
+
+# -- entry point -----------------------------------------------------------------
+
+
+def run(argv: Sequence[str]) -> int:
+    """Run the command line with ``argv`` (without the program name); return the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(argv))
+    except _UsageError as exc:
+        _err(f"error: {exc} (see --help)")
+        return EXIT_USAGE
+    except SystemExit as exc:  # --help and --version
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    with _package_logging(args.verbose):
+        try:
+            return handler(args)
+        except _UsageError as exc:
+            return _fail(args, EXIT_USAGE, "usage", str(exc))
+        except ConfigurationError as exc:
+            return _fail(args, EXIT_USAGE, type(exc).__name__, exc.message)
+        except KeySetError as exc:
+            return _fail(args, EXIT_KEY_SERVER, type(exc).__name__, exc.message)
+        except KeyboardInterrupt:
+            _err("interrupted")
+            return 130
+        except BrokenPipeError:
+            # The reader went away (``| head``): stop quietly, as other tools do.
+            _discard_stdout()
+            return EXIT_OK
+
+
+def _discard_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the command line (subcommands and their options)."""
+    from . import __version__
+
+    parser = _Parser(
+        prog=_PROG,
+        description="Inspect and verify Better Auth JWTs, and diagnose a Better Auth server.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+
+    common = _Parser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print one JSON document")
+    common.add_argument(
+        "-v", "--verbose", action="store_true", help="show the package's log lines on stderr"
+    )
+
+    server = _Parser(add_help=False)
+    group = server.add_argument_group("server")
+    group.add_argument(
+        "--base-url", metavar="URL", help=f"Better Auth's baseURL (default: ${ENV_BASE_URL})"
+    )
+    group.add_argument(
+        "--jwks-url", metavar="URL", help="the key set URL (default: BASE_URL/api/auth/jwks)"
+    )
+    group.add_argument("--issuer", metavar="ISS", help="the iss required (default: BASE_URL)")
+    group.add_argument(
+        "--audience",
+        metavar="AUD",
+        action="append",
+        help="an accepted aud; repeatable (default: BASE_URL)",
+    )
+    group.add_argument("--no-verify-issuer", action="store_true", help="skip the iss check")
+    group.add_argument("--no-verify-audience", action="store_true", help="skip the aud check")
+    group.add_argument(
+        "--algorithms",
+        metavar="LIST",
+        type=_algorithm_list,
+        help=f"accepted algorithms, comma-separated (default: {','.join(_SORTED_ALGS)})",
+    )
+    group.add_argument(
+        "--leeway",
+        metavar="SECONDS",
+        type=float,
+        default=DEFAULT_LEEWAY,
+        help=f"clock skew tolerated on exp, nbf, iat (default: {DEFAULT_LEEWAY:g})",
+    )
+    group.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=float,
+        default=5.0,
+        help="seconds the key-set fetch may take (default: 5)",
+    )
+
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help: str, parents: list[_Parser]) -> _Parser:
+        sub: _Parser = commands.add_parser(
+            name,
+            help=help,
+            description=help,
+            parents=parents,
+            epilog=_EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        return sub
+
+    inspect = command("inspect", "decode a token WITHOUT verifying it", [common])
+    inspect.add_argument("token", metavar="TOKEN", help="the JWT, or - to read it from stdin")
+    inspect.set_defaults(handler=_cmd_inspect)
+
+    verify = command("verify", "verify a token exactly as the middleware does", [common, server])
+    verify.add_argument("token", metavar="TOKEN", help="the JWT, or - to read it from stdin")
+    verify.add_argument(
+        "--allow-banned", action="store_true", help="accept users marked banned (as allow_banned=)"
+    )
+    verify.set_defaults(handler=_cmd_verify)
+
+    jwks = command("jwks", "fetch the key set and show its keys", [common, server])
+    jwks.set_defaults(handler=_cmd_jwks)
+
+    doctor = command(
+        "doctor",
+        "check the server (reachability, keys, clock) and explain a token's mismatches",
+        [common, server],
+    )
+    doctor.add_argument(
+        "--token", metavar="TOKEN", help="a JWT to check against the server, or - for stdin"
+    )
+    doctor.set_defaults(handler=_cmd_doctor)
+
+    dev = command(
+        "dev-issuer",
+        "serve a local key set and print ready tokens (for demos and tests only)",
+        [common],
+    )
+    dev.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    dev.add_argument(
+        "--alg", choices=_SORTED_ALGS, default="EdDSA", help="signing algorithm (default: EdDSA)"
+    )
+    dev.add_argument("--role", default="admin", help="role of the second token (default: admin)")
+    dev.add_argument(
+        "--expires-in",
+        metavar="SECONDS",
+        type=float,
+        default=3600.0,
+        help="token lifetime (default: 3600)",
+    )
+    dev.add_argument(
+        "--api-url",
+        metavar="URL",
+        default="http://127.0.0.1:8000",
+        help="the API the printed curl commands call (default: http://127.0.0.1:8000)",
+    )
+    dev.set_defaults(handler=_cmd_dev_issuer)
+    return parser
+
+
+_SORTED_ALGS = sorted(SUPPORTED_ALGORITHMS)
+
+
+def _algorithm_list(value: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in value.split(",") if name.strip())
+    unknown = [name for name in names if name not in SUPPORTED_ALGORITHMS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(_SORTED_ALGS)} (got {value!r})")
+    return names
+
+
+# -- output ------------------------------------------------------------------------
+
+
+def _out(text: str = "") -> None:
+    print(text, file=sys.stdout)
+
+
+def _err(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def _print_json(document: Mapping[str, Any]) -> None:
+    print(json.dumps(document, indent=2, ensure_ascii=False), file=sys.stdout)
+
+
+def _clean(text: str) -> str:
+    """Text from a token or a server, safe to print on a terminal (no control characters)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+def _show(value: object) -> str:
+    """A claim or header value as one printable line (JSON, strings quoted)."""
+    return _clean(json.dumps(value, ensure_ascii=False))
+
+
+def _quote(value: object) -> str:
+    """A value from a token inside a sentence, as the package's error messages show it."""
+    text = _clean(repr(value))
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _fail(
+    args: argparse.Namespace, code: int, kind: str, message: str, fix: str | None = None
+) -> int:
+    """Report an error that stops the command: JSON on stdout, or text on stderr."""
+    if getattr(args, "json", False):
+        _print_json({"ok": False, "exit_code": code, "error": _error_doc(kind, message, fix)})
+    else:
+        _err(f"error: {_clean(message)}")
+        if fix:
+            _err(f"fix: {_clean(fix)}")
+    return code
+
+
+def _error_doc(kind: str, message: str, fix: str | None) -> dict[str, Any]:
+    return {"type": kind, "message": message, "fix": fix}
+
+
+@contextmanager
+def _package_logging(verbose: bool) -> Iterator[None]:
+    """Keep the package's log lines off the terminal unless ``--verbose`` asks for them.
+
+    The commands report everything those lines say; without a handler Python
+    would print warnings a second time.
+    """
+    package = logging.getLogger("starlette_betterauth")
+    handler: logging.Handler
+    if verbose:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("log: %(levelname)s %(message)s"))
+    else:
+        handler = logging.NullHandler()
+    previous = package.level
+    package.addHandler(handler)
+    if verbose:
+        package.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        package.removeHandler(handler)
+        package.setLevel(previous)
+
+
+# -- times -------------------------------------------------------------------------
+
+
+def _utc(timestamp: float) -> str:
+    try:
+        return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, OSError, ValueError):
+        return "out of range"
+
+
+def _span(seconds: float) -> str:
+    """A duration for people: ``45 s``, ``12 min``, ``3 h 5 min``, ``9 days``."""
+    seconds = abs(seconds)
+    if seconds < 90:
+        return f"{round(seconds)} s"
+    minutes = round(seconds / 60)
+    if minutes < 90:
+        return f"{minutes} min"
+    if seconds < 48 * 3600:
+        hours, rest = divmod(minutes, 60)
+        return f"{hours} h {rest} min" if rest else f"{hours} h"
+    return f"{round(seconds / 86400)} days"
+
+
+def _relative(name: str, value: float, now: float) -> str:
+    if name == "exp":
+        return (
+            f"expires in {_span(value - now)}"
+            if value > now
+            else f"expired {_span(now - value)} ago"
+        )
+    if name == "nbf":
+        return (
+            f"not valid for another {_span(value - now)}"
+            if value > now
+            else f"valid since {_span(now - value)} ago"
+        )
+    return (
+        f"issued {_span(value - now)} in the future"
+        if value > now
+        else f"issued {_span(now - value)} ago"
+    )
+
+
+def _times(claims: Mapping[str, Any], now: float) -> dict[str, dict[str, Any]]:
+    """UTC and relative renderings of the token's numeric exp, nbf and iat."""
+    found: dict[str, dict[str, Any]] = {}
+    for name in ("iat", "nbf", "exp"):
+        value = claims.get(name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if 0 <= value <= 253402300799:
+            found[name] = {
+                "value": value,
+                "utc": _utc(value),
+                "relative": _relative(name, float(value), now),
+            }
+    return found
+
+
+# -- token input -------------------------------------------------------------------
+
+
+def _read_token(value: str) -> str:
+    """The token from an argument or, for ``-``, from stdin; a ``Bearer`` prefix is dropped."""
+    if value == "-":
+        try:
+            value = sys.stdin.read(_MAX_STDIN)
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise _UsageError(f"could not read a token from stdin ({type(exc).__name__})") from exc
+    token = value.strip()
+    scheme, _, rest = token.partition(" ")
+    if scheme.lower() == "bearer" and rest.strip():
+        token = rest.strip()
+    if not token:
+        raise _UsageError("no token given: pass it as TOKEN, or - to read it from stdin")
+    return token
+
+
+def _try_parse(token: str) -> ParsedToken | None:
+    try:
+        return parse_token(token)
+    except MalformedTokenError:
+        return None
+
+
+# -- server settings ---------------------------------------------------------------
+
+
+def _settings(args: argparse.Namespace, *, identity: bool = True) -> ServerSettings:
+    if args.base_url is None and args.jwks_url is None and not os.environ.get(ENV_BASE_URL):
+        raise _UsageError(
+            "no Better Auth server given: pass --base-url URL (the server's baseURL), or "
+            f"--jwks-url URL with --issuer and --audience, or set {ENV_BASE_URL}"
+        )
+    return resolve_server(
+        base_url=args.base_url,
+        jwks_url=args.jwks_url,
+        issuer=args.issuer,
+        audience=args.audience,
+        verify_issuer=identity and not args.no_verify_issuer,
+        verify_audience=identity and not args.no_verify_audience,
+    )
+
+
+def _cache(settings: ServerSettings, args: argparse.Namespace) -> JWKSCache:
+    algorithms = args.algorithms or SUPPORTED_ALGORITHMS
+    return JWKSCache(settings.jwks_url, algorithms=algorithms, timeout=args.timeout)
+
+
+def _verifier(
+    cache: JWKSCache, settings: ServerSettings, args: argparse.Namespace
+) -> TokenVerifier:
+    return TokenVerifier(
+        cache,
+        issuer=settings.issuer,
+        audience=settings.audiences,
+        algorithms=args.algorithms,
+        leeway=args.leeway,
+    )
+
+
+# -- explanations ------------------------------------------------------------------
+
+
+def _key_server_fix(error: KeySetError, url: str) -> str:
+    if isinstance(error, KeySetFetchError):
+        return (
+            f"check that the Better Auth server is running and reachable from here, and that "
+            f"{url} is its key set (the jwt plugin serves {{baseURL}}/api/auth/jwks; pass "
+            "--jwks-url for a custom basePath or jwks.jwksPath)"
+        )
+    return (
+        f"{url} answered, but not with a usable JSON Web Key Set: check --jwks-url, that the "
+        "jwt plugin is enabled on the server, and its keys' algorithms (--algorithms)"
+    )
+
+
+def _explain(
+    error: BetterAuthError, parsed: ParsedToken | None, verifier: TokenVerifier | None
+) -> str | None:
+    """What to do about a refusal: the fix, in the words of both sides' settings."""
+    claims: Mapping[str, Any] = parsed.claims if parsed is not None else {}
+    header: Mapping[str, Any] = parsed.header if parsed is not None else {}
+    rules = verifier.rules if verifier is not None else None
+    if isinstance(error, OpaqueTokenError):
+        return None  # its message already says what to send instead
+    if isinstance(error, MalformedTokenError):
+        return (
+            "copy the whole JWT: three base64url parts joined by dots, without quotes, "
+            "spaces or line breaks"
+        )
+    if isinstance(error, InvalidIssuerError) and rules is not None and rules.issuer is not None:
+        return _issuer_fix(claims.get("iss"), rules.issuer)
+    if isinstance(error, InvalidAudienceError) and rules is not None:
+        return _audience_fix(claims.get("aud"), rules.audiences or frozenset())
+    if isinstance(error, ExpiredTokenError):
+        return _EXPIRED_FIX
+    if isinstance(error, ImmatureTokenError):
+        return _immature_fix(rules.leeway if rules is not None else DEFAULT_LEEWAY)
+    if isinstance(error, UnknownKeyError):
+        return _UNKNOWN_KID_FIX
+    if isinstance(error, UnsupportedAlgorithmError):
+        alg = header.get("alg")
+        if verifier is not None and alg not in verifier.algorithms:
+            return _alg_fix(alg)
+        return _FORGED_FIX
+    if isinstance(error, InvalidSignatureError):
+        return (
+            "the token was changed after signing, or another key has the same kid: get a "
+            "fresh token from the server whose key set you check against"
+        )
+    if isinstance(error, BannedUserError):
+        return (
+            "the admin plugin marks this user banned; the middleware answers 403 unless "
+            "allow_banned=True (--allow-banned). A token keeps the flag it was issued with"
+        )
+    if isinstance(error, InvalidClaimError):
+        return _CLAIMS_FIX
+    return None
+
+
+_EXPIRED_FIX = (
+    "get a fresh token (GET /api/auth/token); Better Auth's tokens live 15 min unless "
+    "jwt.expirationTime says otherwise. If it should still be valid, compare this "
+    "machine's clock with the server's (the doctor command does)"
+)
+_UNKNOWN_KID_FIX = (
+    "the token was signed by another Better Auth server (check --base-url / --jwks-url), "
+    "or its key has left the key set (rotation grace period over)"
+)
+_FORGED_FIX = (
+    "the header's alg is not the algorithm of the key its kid names: the token was altered "
+    "or forged; get a fresh one from the server"
+)
+_CLAIMS_FIX = (
+    "Better Auth puts sub and exp in every session JWT: if the server customises "
+    "jwt.definePayload, keep them (exp, nbf and iat as numbers)"
+)
+
+
+def _immature_fix(leeway: float) -> str:
+    return (
+        "this machine's clock is behind the server's: sync both with NTP, or raise the "
+        f"leeway (--leeway, leeway=; now {leeway:g} s)"
+    )
+
+
+def _alg_fix(alg: object) -> str:
+    if alg in SUPPORTED_ALGORITHMS:
+        return (
+            f"add {alg} to the accepted algorithms (--algorithms, algorithms=), or change "
+            "jwks.keyPairConfig.alg on the server"
+        )
+    return (
+        f"{_quote(alg)} is never accepted: Better Auth's jwt plugin signs with an asymmetric "
+        f"key ({', '.join(_SORTED_ALGS)}; EdDSA by default), so this token was not made by it"
+    )
+
+
+def _issuer_fix(iss: object, expected: str) -> str:
+    if iss == "":
+        return (
+            "the server signed with an empty iss, as Better Auth does when it cannot "
+            f"resolve its baseURL: set baseURL (or BETTER_AUTH_URL) on the server to {expected!r}"
+        )
+    if not isinstance(iss, str):
+        return f"set jwt.issuer on the Better Auth server to {expected!r}"
+    slash = (
+        " (they differ only by a trailing slash)" if iss.rstrip("/") == expected.rstrip("/") else ""
+    )
+    return (
+        f"set issuer={_clean(repr(iss))} (--issuer) if that is the server you trust, or fix "
+        f"jwt.issuer (or baseURL) on the server so it signs {expected!r}{slash}"
+    )
+
+
+def _audience_fix(aud: object, expected: frozenset[str]) -> str:
+    wanted = " or ".join(repr(a) for a in sorted(expected))
+    if aud is None:
+        return f"the token has no aud: set jwt.audience on the Better Auth server to {wanted}"
+    offered = (
+        aud
+        if isinstance(aud, str)
+        else next((a for a in aud if isinstance(a, str)), None)
+        if isinstance(aud, list)
+        else None
+    )
+    if offered is None:
+        return (
+            f"aud must be a string or a list of strings: set jwt.audience on the server to {wanted}"
+        )
+    return (
+        f"set audience={_clean(repr(offered))} (--audience) if this API should accept it, or "
+        f"set jwt.audience on the Better Auth server to {wanted}"
+    )
+
+
+def _refusal_doc(error: BetterAuthError, fix: str | None) -> dict[str, Any]:
+    doc = _error_doc(type(error).__name__, error.message, fix)
+    doc["status"] = error.status_code
+    return doc
+
+
+# -- inspect -----------------------------------------------------------------------
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    token = _read_token(args.token)
+    fingerprint = token_fingerprint(token)
+    try:
+        parsed = parse_token(token)
+    except MalformedTokenError as exc:
+        fix = _explain(exc, None, None)
+        if args.json:
+            _print_json(
+                {
+                    "ok": False,
+                    "verified": False,
+                    "fingerprint": fingerprint,
+                    "exit_code": EXIT_REFUSED,
+                    "error": _refusal_doc(exc, fix),
+                }
+            )
+        else:
+            _out(f"not a JWT: {exc.message}")
+            if fix:
+                _out(f"fix: {fix}")
+        return EXIT_REFUSED
+    times = _times(parsed.claims, time.time())
+    if args.json:
+        _print_json(
+            {
+                "ok": True,
+                "verified": False,
+                "fingerprint": fingerprint,
+                "header": parsed.header,
+                "claims": parsed.claims,
+                "times": times,
+            }
+        )
+        return EXIT_OK
+    _out("UNVERIFIED: decoded without checking the signature or any claim; do not trust it.")
+    _out(f"fingerprint  {fingerprint}")
+    _out("header")
+    _print_members(parsed.header, {})
+    _out("claims")
+    _print_members(parsed.claims, times)
+    iss = parsed.claims.get("iss")
+    if isinstance(iss, str) and iss.startswith(("http://", "https://")):
+        _out()
+        _out(f"to verify it: {_PROG} verify - --base-url {_clean(iss)}")
+    return EXIT_OK
+
+
+def _print_members(members: Mapping[str, Any], times: Mapping[str, Mapping[str, Any]]) -> None:
+    width = max((len(_clean(k)) for k in members), default=0)
+    for name, value in members.items():
+        line = f"  {_clean(name):<{width}}  {_show(value)}"
+        when = times.get(name)
+        if when is not None:
+            line += f"  ({when['utc']}, {when['relative']})"
+        _out(line)
+
+
+# -- verify ------------------------------------------------------------------------
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    token = _read_token(args.token)
+    settings = _settings(args)
+    cache = _cache(settings, args)
+    verifier = _verifier(cache, settings, args)
+    code: int = anyio.run(_verify, args, token, verifier)
+    return code
+
+
+async def _verify(args: argparse.Namespace, token: str, verifier: TokenVerifier) -> int:
+    fingerprint = token_fingerprint(token)
+    try:
+        try:
+            verified = await verifier.verify_token(token)
+            user, _ = UserBuilder(allow_banned=args.allow_banned).build(verified.claims)
+        except KeySetError as exc:
+            return _fail(
+                args,
+                EXIT_KEY_SERVER,
+                type(exc).__name__,
+                exc.message,
+                _key_server_fix(exc, verifier.jwks.url),
+            )
+        except BetterAuthError as exc:
+            fix = _explain(exc, _try_parse(token), verifier)
+            if args.json:
+                _print_json(
+                    {
+                        "ok": False,
+                        "valid": False,
+                        "fingerprint": fingerprint,
+                        "exit_code": EXIT_REFUSED,
+                        "error": _refusal_doc(exc, fix),
+                    }
+                )
+            else:
+                _out(
+                    f"refused: {_clean(exc.message)} ({type(exc).__name__}, HTTP {exc.status_code})"
+                )
+                if fix:
+                    _out(f"fix: {fix}")
+            return EXIT_REFUSED
+    finally:
+        await verifier.jwks.aclose()
+    times = _times(verified.claims, time.time())
+    if args.json:
+        _print_json(
+            {
+                "ok": True,
+                "valid": True,
+                "fingerprint": fingerprint,
+                "kid": verified.kid,
+                "alg": verified.alg,
+                "user": {"id": user.id, "email": user.email, "roles": sorted(user.roles)},
+                "header": dict(verified.header),
+                "claims": dict(verified.claims),
+                "times": times,
+            }
+        )
+        return EXIT_OK
+    _out(
+        f"valid: signature verified with {verified.alg} key {_quote(verified.kid)}, "
+        f"{_identity_summary(verifier)}"
+    )
+    _out(f"fingerprint  {fingerprint}")
+    _out(f"user         {_quote(user.id)}" + (f" {_quote(user.email)}" if user.email else ""))
+    _out(f"roles        {', '.join(_clean(r) for r in sorted(user.roles)) or '(none)'}")
+    for name, when in times.items():
+        _out(f"{name:<12} {when['utc']} ({when['relative']})")
+    return EXIT_OK
+
+
+def _identity_summary(verifier: TokenVerifier) -> str:
+    checked = [
+        name
+        for name, rule in (("iss", verifier.rules.issuer), ("aud", verifier.rules.audiences))
+        if rule is not None
+    ]
+    if not checked:
+        return "iss and aud not checked"
+    return " and ".join(checked) + (" match" if len(checked) == 2 else " matches")
+
+
+# -- jwks --------------------------------------------------------------------------
+
+
+def _cmd_jwks(args: argparse.Namespace) -> int:
+    settings = _settings(args, identity=False)
+    cache = _cache(settings, args)
+    code: int = anyio.run(_jwks, args, cache)
+    return code
+
+
+async def _jwks(args: argparse.Namespace, cache: JWKSCache) -> int:
+    try:
+        await cache.refresh()
+    except KeySetError as exc:
+        return _fail(
+            args, EXIT_KEY_SERVER, type(exc).__name__, exc.message, _key_server_fix(exc, cache.url)
+        )
+    finally:
+        await cache.aclose()
+    status = cache.status()
+    keys = [
+        {
+            "kid": k.kid,
+            "kty": k.kty,
+            "crv": k.crv,
+            "alg": next(iter(k.algorithms)) if len(k.algorithms) == 1 else None,
+            "algorithms": sorted(k.algorithms),
+        }
+        for k in cache.keys.values()
+    ]
+    skipped = [{"key": label, "reason": reason} for label, reason in status.skipped]
+    if args.json:
+        _print_json(
+            {
+                "ok": True,
+                "url": cache.url,
+                "fetched_at": status.last_fetch_at,
+                "duration": status.last_fetch_duration,
+                "server_clock_offset": status.server_clock_offset,
+                "keys": keys,
+                "skipped": skipped,
+            }
+        )
+        return EXIT_OK
+    _out(f"key set  {_clean(cache.url)}")
+    _out(f"fetched  {_fetch_summary(cache)}")
+    _out()
+    rows = [("KID", "KTY", "CRV", "ALG")]
+    rows += [
+        (_clean(k.kid), _clean(k.kty), _clean(k.crv or "-"), ",".join(sorted(k.algorithms)))
+        for k in cache.keys.values()
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        _out("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    for label, reason in status.skipped:
+        _out(f"skipped  {_clean(label)}: {_clean(reason)}")
+    return EXIT_OK
+
+
+def _fetch_summary(cache: JWKSCache) -> str:
+    status = cache.status()
+    when = _utc(status.last_fetch_at) if status.last_fetch_at is not None else "never"
+    took = (
+        f" in {status.last_fetch_duration * 1000:.0f} ms"
+        if status.last_fetch_duration is not None
+        else ""
+    )
+    return when + took
+
+
+# -- doctor ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Check:
+    name: str
+    status: str  # "ok", "warn", "fail" or "skip"
+    detail: str
+    fix: str | None = None
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    token = _read_token(args.token) if args.token is not None else None
+    settings = _settings(args)
+    cache = _cache(settings, args)
+    verifier = _verifier(cache, settings, args)
+    code: int = anyio.run(_doctor, args, settings, verifier, token)
+    return code
+
+
+async def _doctor(
+    args: argparse.Namespace, settings: ServerSettings, verifier: TokenVerifier, token: str | None
+) -> int:
+    cache = verifier.jwks
+    checks: list[_Check] = []
+    try:
+        server_ok = await _check_server(cache, verifier, checks)
+        if token is not None:
+            await _check_token(token, verifier, server_ok, checks)
+    finally:
+        await cache.aclose()
+    if not server_ok:
+        code = EXIT_KEY_SERVER
+    elif any(c.status == "fail" for c in checks):
+        code = EXIT_REFUSED
+    else:
+        code = EXIT_OK
+    if args.json:
+        _print_json(
+            {
+                "ok": code == EXIT_OK,
+                "exit_code": code,
+                "jwks_url": settings.jwks_url,
+                "issuer": settings.issuer,
+                "audience": sorted(settings.audiences) if settings.audiences is not None else None,
+                "fingerprint": token_fingerprint(token) if token is not None else None,
+                "checks": [
+                    {"name": c.name, "status": c.status, "detail": c.detail, "fix": c.fix}
+                    for c in checks
+                ],
+            }
+        )
+        return code
+    audience = (
+        ", ".join(sorted(settings.audiences)) if settings.audiences is not None else "(not checked)"
+    )
+    _out(f"key set   {_clean(settings.jwks_url)}")
+    _out(f"issuer    {_clean(settings.issuer or '(not checked)')}")
+    _out(f"audience  {_clean(audience)}")
+    if token is not None:
+        _out(f"token     {token_fingerprint(token)}")
+    _out()
+    labels = {"ok": "[ ok ]", "warn": "[warn]", "fail": "[FAIL]", "skip": "[skip]"}
+    for check in checks:
+        _out(f"{labels[check.status]} {check.name}: {_clean(check.detail)}")
+        if check.fix:
+            _out(f"       fix: {_clean(check.fix)}")
+    failed = sum(c.status == "fail" for c in checks)
+    warned = sum(c.status == "warn" for c in checks)
+    _out()
+    if failed:
+        _out(f"{failed} check(s) failed" + (f", {warned} warning(s)" if warned else "") + ".")
+    else:
+        _out("all checks passed" + (f", {warned} warning(s)" if warned else "") + ".")
+    return code
+
+
+async def _check_server(cache: JWKSCache, verifier: TokenVerifier, checks: list[_Check]) -> bool:
+    try:
+        await cache.refresh()
+    except KeySetError as exc:
+        name = "key server" if isinstance(exc, KeySetFetchError) else "key set"
+        checks.append(_Check(name, "fail", exc.message, _key_server_fix(exc, cache.url)))
+        offset = cache.status().server_clock_offset
+        if offset is not None:  # it answered, if not with keys: its clock still tells
+            checks.append(_clock_check(offset, verifier.rules.leeway))
+        return False
+    status = cache.status()
+    took = status.last_fetch_duration or 0.0
+    checks.append(_Check("key server", "ok", f"answered with a key set in {took * 1000:.0f} ms"))
+    keys = list(cache.keys.values())
+    algorithms = sorted({alg for key in keys for alg in key.algorithms})
+    described = ", ".join(f"{','.join(sorted(k.algorithms))} {k.kid!r}" for k in keys)
+    plural = "s" if len(keys) != 1 else ""
+    checks.append(_Check("key set", "ok", f"{len(keys)} usable key{plural}: {described}"))
+    for label, reason in status.skipped:
+        checks.append(
+            _Check(
+                "key set",
+                "warn",
+                f"key {label} is skipped: {reason}",
+                "tokens signed with it will be refused; if that key should be used, widen "
+                "--algorithms (algorithms=) or fix it on the server",
+            )
+        )
+    unused = sorted(verifier.algorithms - set(algorithms))
+    checks.append(
+        _Check(
+            "algorithms",
+            "ok",
+            f"the key set signs with {', '.join(algorithms)}"
+            + (f"; also accepted: {', '.join(unused)}" if unused else ""),
+        )
+    )
+    checks.append(_clock_check(status.server_clock_offset, verifier.rules.leeway))
+    return True
+
+
+def _clock_check(offset: float | None, leeway: float) -> _Check:
+    if offset is None:
+        return _Check("clock", "skip", "the server sent no Date header; clocks not compared")
+    direction = "ahead of" if offset > 0 else "behind"
+    size = abs(offset)
+    if size <= _CLOCK_OK:
+        return _Check("clock", "ok", f"within {_CLOCK_OK:g} s of the server's (its Date header)")
+    detail = f"the server's clock is about {size:.0f} s {direction} this machine's"
+    if size <= leeway:
+        return _Check(
+            "clock",
+            "warn",
+            f"{detail}; tokens still pass within the {leeway:g} s leeway",
+            "sync both machines with NTP",
+        )
+    effect = (
+        "fresh tokens will be refused as issued in the future"
+        if offset > 0
+        else "tokens will be refused before they expire"
+    )
+    return _Check(
+        "clock",
+        "fail",
+        f"{detail}, more than the {leeway:g} s leeway: {effect}",
+        "sync both machines with NTP, or raise the leeway (--leeway, leeway=)",
+    )
+
+
+async def _check_token(
+    token: str, verifier: TokenVerifier, server_ok: bool, checks: list[_Check]
+) -> None:
+    try:
+        parsed = parse_token(token)
+    except MalformedTokenError as exc:
+        checks.append(_Check("token", "fail", exc.message, _explain(exc, None, verifier)))
+        return
+    before = len(checks)
+    header, claims, rules = parsed.header, parsed.claims, verifier.rules
+    checks.append(_alg_kid_check(header, verifier, server_ok))
+    if rules.issuer is not None:
+        iss = claims.get("iss")
+        if iss == rules.issuer:
+            checks.append(_Check("token iss", "ok", f"{_quote(iss)} is the expected issuer"))
+        else:
+            checks.append(
+                _Check(
+                    "token iss",
+                    "fail",
+                    f"iss is {_quote(iss)} but the expected issuer is {rules.issuer!r}",
+                    _issuer_fix(iss, rules.issuer),
+                )
+            )
+    if rules.audiences is not None:
+        aud = claims.get("aud")
+        values = aud if isinstance(aud, list) else [aud]
+        expected = " or ".join(repr(a) for a in sorted(rules.audiences))
+        if any(isinstance(a, str) and a in rules.audiences for a in values):
+            checks.append(_Check("token aud", "ok", f"{_quote(aud)} names {expected}"))
+        else:
+            checks.append(
+                _Check(
+                    "token aud",
+                    "fail",
+                    f"aud is {_quote(aud)} but the accepted audience is {expected}",
+                    _audience_fix(aud, rules.audiences),
+                )
+            )
+    checks.append(_times_check(claims, rules.leeway))
+    if not server_ok:
+        checks.append(_Check("verdict", "skip", "not verified: no usable key set"))
+        return
+    try:
+        verified: VerifiedToken = await verifier.verify_token(token)
+        user, _ = UserBuilder().build(verified.claims)
+    except BetterAuthError as exc:
+        explained = any(c.status == "fail" for c in checks[before:])
+        fix = None if explained else _explain(exc, parsed, verifier)
+        checks.append(
+            _Check(
+                "verdict",
+                "fail",
+                f"refused with HTTP {exc.status_code}: {exc.message} ({type(exc).__name__})",
+                fix,
+            )
+        )
+        return
+    roles = ", ".join(sorted(user.roles)) or "none"
+    checks.append(_Check("verdict", "ok", f"accepted: user {user.id!r}, roles {roles}"))
+
+
+def _alg_kid_check(header: Mapping[str, Any], verifier: TokenVerifier, server_ok: bool) -> _Check:
+    alg, kid = header.get("alg"), header.get("kid")
+    if alg not in verifier.algorithms:
+        return _Check(
+            "token alg",
+            "fail",
+            f"alg {_quote(alg)} is not accepted ({', '.join(sorted(verifier.algorithms))})",
+            _alg_fix(alg),
+        )
+    if not server_ok:
+        return _Check("token alg/kid", "skip", f"alg {alg}; kid {_quote(kid)} not checked")
+    key = verifier.jwks.keys.get(kid) if isinstance(kid, str) else None
+    if key is None:
+        kids = ", ".join(repr(k) for k in verifier.jwks.keys)
+        return _Check(
+            "token kid",
+            "fail",
+            f"kid {_quote(kid)} is not in the key set ({kids})",
+            _UNKNOWN_KID_FIX,
+        )
+    if alg not in key.algorithms:
+        return _Check(
+            "token alg",
+            "fail",
+            f"alg {alg} is not the algorithm of key {kid!r} ({', '.join(sorted(key.algorithms))})",
+            _FORGED_FIX,
+        )
+    return _Check("token alg/kid", "ok", f"{alg}, signed by key {kid!r} of the key set")
+
+
+def _times_check(claims: Mapping[str, Any], leeway: float) -> _Check:
+    now = time.time()
+    times = _times(claims, now)
+    text = "; ".join(f"{when['relative']} ({when['utc']})" for when in times.values())
+    if "exp" not in times:
+        return _Check(
+            "token times",
+            "fail",
+            "no usable exp claim" + (f"; {text}" if text else ""),
+            _CLAIMS_FIX,
+        )
+    if now >= times["exp"]["value"] + leeway:
+        return _Check("token times", "fail", text, _EXPIRED_FIX)
+    for name in ("nbf", "iat"):
+        if name in times and now + leeway < times[name]["value"]:
+            return _Check("token times", "fail", text, _immature_fix(leeway))
+    return _Check("token times", "ok", text)
+
+
+# -- dev-issuer --------------------------------------------------------------------
+
+
+def _cmd_dev_issuer(args: argparse.Namespace) -> int:
+    from .testing import Issuer, JWKSServer
+
+    if not 0 <= args.port <= 65535:
+        raise _UsageError(f"--port must be between 0 and 65535, got {args.port}")
+    if not 0 < args.expires_in <= 366 * 86400:
+        raise _UsageError("--expires-in must be a number of seconds above 0 (at most a year)")
+    if not args.role or "," in args.role:
+        raise _UsageError("--role must be one non-empty role name")
+    issuer = Issuer(alg=args.alg)
+    server = JWKSServer(issuer, port=args.port)
+    try:
+        server.start()
+    except OSError as exc:
+        raise _UsageError(
+            f"cannot listen on 127.0.0.1:{args.port} ({exc.strerror or exc})"
+        ) from exc
+    try:
+        _announce(args, issuer, server.url, server.jwks_url)
+        _serve_until_signal()
+    finally:
+        server.stop()
+    return EXIT_OK
+
+
+def _announce(args: argparse.Namespace, issuer: Any, url: str, jwks_url: str) -> None:
+    lifetime = float(args.expires_in)
+    user_token = issuer.token(
+        email="demo@example.com", name="Demo User", role="user", expires_in=lifetime
+    )
+    admin_token = issuer.token(
+        email="admin@example.com", name="Demo Admin", role=args.role, expires_in=lifetime
+    )
+    expires_at = time.time() + lifetime
+    api = args.api_url.rstrip("/")
+    curls = [
+        f"curl -i {api}/public",
+        f"curl -i {api}/me",
+        f'curl -i {api}/me -H "Authorization: Bearer $USER_TOKEN"',
+        f'curl -i {api}/admin -H "Authorization: Bearer $USER_TOKEN"',
+        f'curl -i {api}/admin -H "Authorization: Bearer $ADMIN_TOKEN"',
+    ]
+    if args.json:
+        document = {
+            "base_url": url,
+            "jwks_url": jwks_url,
+            "alg": issuer.current_key.alg,
+            "kid": issuer.current_key.kid,
+            "expires_at": int(expires_at),
+            "user_token": user_token,
+            "admin_token": admin_token,
+            "admin_role": args.role,
+            "api_url": api,
+            "curl": curls,
+        }
+        print(json.dumps(document), file=sys.stdout, flush=True)
+        return
+    notes = [
+        "# 200: public route",
+        "# 401: no token",
+        "# 200: the demo user",
+        "# 403: the demo user is not admin",
+        f"# 200: role {args.role}",
+    ]
+    width = max(len(curl) for curl in curls)
+    lines = [
+        "starlette-betterauth dev issuer: a local stand-in for a Better Auth server's keys.",
+        "For demos and tests only: anyone can mint tokens it accepts.",
+        "",
+        f"  base URL  {url}",
+        f"  key set   {jwks_url}",
+        f"  signing   {issuer.current_key.alg}, kid {issuer.current_key.kid}",
+        f"  tokens    valid until {_utc(expires_at)} ({_span(lifetime)})",
+        "",
+        "Point your API at it:",
+        f"  export {ENV_BASE_URL}={url}",
+        "",
+        "Tokens (a demo user, and one with role " + repr(args.role) + "):",
+        f"  export USER_TOKEN={user_token}",
+        f"  export ADMIN_TOKEN={admin_token}",
+        "",
+        "Then try:",
+        *(f"  {curl:<{width}}  {note}" for curl, note in zip(curls, notes, strict=True)),
+        "",
+        "Serving the key set until Ctrl-C.",
+    ]
+    print("\n".join(lines), file=sys.stdout, flush=True)
+
+
+def _serve_until_signal() -> None:
+    """Block until SIGINT or SIGTERM; either ends the command with exit code 0."""
+    stop = threading.Event()
+
+    def handle(signum: int, frame: object) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print("stopped.", file=sys.stderr, flush=True)

@@ -26,7 +26,11 @@ class ServerSettings:
 
 
 def _check_url(name: str, url: str) -> str:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError when out of range
+    except ValueError as exc:
+        raise ConfigurationError(f"{name} is not a valid URL ({exc}): {url!r}") from exc
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigurationError(f"{name} must be an http(s) URL, got {url!r}")
     return url

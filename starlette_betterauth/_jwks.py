@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -85,6 +88,14 @@ class JWKSCache:
         algorithms: the algorithms keys may be used for.
         timeout: seconds a whole fetch, body included, may take.
         max_body_size: bytes of key set accepted; a larger body is cut and refused.
+        on_event: ``(name, data)`` hook for metrics: each fetch emits
+            ``jwks_fetch`` as it starts, then exactly one of ``jwks_refresh`` or
+            ``jwks_failure``. Data keys are listed in
+            :mod:`starlette_betterauth.middleware`. A hook that raises is logged
+            and ignored.
+
+    Readiness: :meth:`status` reports what is loaded without I/O; :meth:`probe`
+    also loads the key set when it is due, for a readiness endpoint.
 
     Raises:
         ConfigurationError: for a URL that is not http(s) or a bad setting.
@@ -112,7 +123,14 @@ class JWKSCache:
         max_body_size: int = 512 * 1024,
         on_event: Callable[[str, Mapping[str, Any]], None] | None = None,
     ) -> None:
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+            # Out-of-range ports and malformed hosts would otherwise fail at fetch time
+            # with exceptions outside the package's tree.
+            parts.port  # noqa: B018
+            httpx.URL(url).host  # noqa: B018
+        except (ValueError, httpx.InvalidURL) as exc:
+            raise ConfigurationError(f"the JWKS URL is not a valid URL ({exc}): {url!r}") from exc
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigurationError(f"the JWKS URL must be an http(s) URL, got {url!r}")
         algorithms = frozenset(algorithms)
@@ -203,8 +221,12 @@ class JWKSCache:
         return self.status()
 
     def has_key(self, kid: str) -> bool:
-        """Whether ``kid`` is in the loaded key set (no I/O)."""
-        return kid in self._keys
+        """Whether ``kid`` is in the loaded key set and that set is still usable (no I/O).
+
+        Keys stale beyond ``max_stale`` no longer count, so results verified with
+        them (the middleware's token cache) stop being trusted too.
+        """
+        return kid in self._keys and self._usable(time.monotonic())
 
     def _usable(self, now: float) -> bool:
         return self._loaded_at is not None and now - self._loaded_at < self.max_stale + self.ttl
@@ -287,10 +309,13 @@ class JWKSCache:
         self._inflight = (event, started)
         self._last_start = started
         try:
-            await self._fetch()
+            # Shared by every waiter, so one waiter's cancellation must not abort it;
+            # the fetch is bounded by its own timeout.
+            with anyio.CancelScope(shield=True):
+                await self._fetch()
+            self._done_start = max(self._done_start, started)
         finally:
             self._inflight = None
-            self._done_start = max(self._done_start, started)
             event.set()
 
     async def _fetch(self) -> None:
@@ -402,13 +427,19 @@ class JWKSCache:
                         )
                     chunks: list[bytes] = []
                     size = 0
-                    async for chunk in response.aiter_bytes():
-                        size += len(chunk)
-                        if size > self.max_body_size:
-                            raise KeySetInvalidError(
-                                f"the key set is larger than {self.max_body_size} bytes"
-                            )
-                        chunks.append(chunk)
+                    body = response.aiter_bytes()
+                    try:
+                        async for chunk in body:
+                            size += len(chunk)
+                            if size > self.max_body_size:
+                                raise KeySetInvalidError(
+                                    f"the key set is larger than {self.max_body_size} bytes"
+                                )
+                            chunks.append(chunk)
+                    except BaseException:
+                        with anyio.CancelScope(shield=True):
+                            await _abandon(response, body)
+                        raise
                     return b"".join(chunks), response.headers.get("cache-control")
         except TimeoutError as exc:
             raise KeySetFetchError(
@@ -458,7 +489,20 @@ class JWKSCache:
             try:
                 self._on_event(event, data)
             except Exception:  # an observer must never break authentication
-                logger.exception("the on_event hook raised")
+                logger.exception("the on_event hook raised on %r", event)
+
+
+async def _abandon(response: httpx.Response, body: AsyncIterator[bytes]) -> None:
+    """Stop reading ``response`` midway without leaving httpx's generators suspended.
+
+    httpx streams a body through nested async generators; one dropped unfinished is
+    finalized by the garbage collector, which trio reports as a ResourceWarning. Once
+    the response is closed the next read fails, and that failure ends all of them.
+    """
+    await response.aclose()
+    with contextlib.suppress(Exception):
+        for _ in range(16):  # what was already buffered, then the failed read
+            await body.__anext__()
 
 
 def _clock_offset(date: str | None) -> float | None:
@@ -466,7 +510,9 @@ def _clock_offset(date: str | None) -> float | None:
     if not date:
         return None
     try:
-        served = parsedate_to_datetime(date).timestamp()
+        when = parsedate_to_datetime(date)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return served - time.time()
+    if when.tzinfo is None:  # "-0000": UTC, by RFC 5322
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp() - time.time()

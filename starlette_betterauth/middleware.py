@@ -1,4 +1,42 @@
-"""BetterAuthMiddleware: where authentication runs, once per HTTP request or websocket."""
+"""BetterAuthMiddleware: where authentication runs, once per HTTP request or websocket.
+
+Events
+------
+``on_event(name, data)`` is called synchronously, so keep it cheap (increment a
+counter). Every HTTP request and websocket handshake the middleware handles
+emits exactly one of ``accepted``, ``anonymous`` or ``refused``; the key-set
+cache adds its ``jwks_*`` events (see :class:`~starlette_betterauth.JWKSCache`)
+when the middleware builds the verifier. Names and data keys are stable; new
+keys may be added. A hook that raises is logged and ignored.
+
+============  ======================================  ========================================
+name          when                                    data
+============  ======================================  ========================================
+accepted      a token was verified; the app is        ``path``; ``cached`` (bool): the token
+              called                                  came from the verified-token cache
+anonymous     no token, let through (public route     ``path``
+              or ``optional=True``)
+refused       answered 401, 403 or 503; the app is    ``path``; ``reason``: the error's class
+              not called                              name (``ExpiredTokenError``, ...);
+                                                      ``status``
+jwks_fetch    a key-set fetch starts                  ``url``
+jwks_refresh  the fetch succeeded                     ``url``; ``keys`` (count); ``gained``,
+                                                      ``lost`` (sorted kids); ``duration`` (s)
+jwks_failure  the fetch failed                        ``url``; ``error`` (message); ``reason``
+                                                      (class name); ``stale`` (old keys still
+                                                      serving); ``duration`` (s)
+============  ======================================  ========================================
+
+``path`` is unbounded: do not use it as a metric label. ``reason`` is bounded by
+the exception tree in :mod:`starlette_betterauth.errors`.
+
+Logging
+-------
+Logger ``starlette_betterauth``: one line per refused request at ``log_level``
+(WARNING for 503s) naming the method, path, reason and a short token
+fingerprint (:func:`token_fingerprint`, never the token); key-set changes at
+INFO, fetch failures and skipped keys at WARNING, routine fetches at DEBUG.
+"""
 
 from __future__ import annotations
 
@@ -29,11 +67,19 @@ ErrorHandler = Callable[[HTTPConnection, BetterAuthError], Response | None]
 EventHook = Callable[[str, Mapping[str, Any]], None]
 _Principal = tuple[BetterAuthUser, AuthCredentials]
 _ANONYMOUS_CREDENTIALS = AuthCredentials()
+_MAX_ANSWERS = 256  # messages may quote the token's alg or kid: keep the memo bounded
 
 
 def token_fingerprint(token: str) -> str:
     """A short, non-reversible tag for a token, safe to log: ``sha256:1a2b3c4d``."""
     return "sha256:" + hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()[:8]
+
+
+def _loggable(path: str) -> str:
+    """A request path fit for one log line: bounded, control characters escaped."""
+    if len(path) > 200:
+        path = path[:200] + "..."
+    return path if path.isprintable() else path.encode("unicode_escape").decode("ascii")
 
 
 class BetterAuthMiddleware:
@@ -71,7 +117,9 @@ class BetterAuthMiddleware:
         warm_on_startup: fetch the key set during the app's lifespan startup.
         on_error: ``(connection, error) -> Response | None`` to answer refusals
             yourself (None keeps the default answer).
-        on_event: ``(name, data)`` hook counting outcomes, for metrics.
+        on_event: ``(name, data)`` hook counting outcomes, for metrics (events
+            in the module docstring). With ``verifier=``, give the hook to its
+            :class:`JWKSCache` too for the ``jwks_*`` events.
         log_level: level of the one log line per refused request.
         verifier: a ready :class:`TokenVerifier` (then give no server settings).
         http_client: an ``httpx.AsyncClient`` for key-set fetches.
@@ -145,6 +193,9 @@ class BetterAuthMiddleware:
         self._retry_after = max(1, round(verifier.jwks.retry_interval))
         self._missing_error = MissingTokenError("this endpoint needs a bearer token")
         self._missing = error_response(self._missing_error)
+        # Answers by (error class, message), built once: refusals repeat, and
+        # building one costs more than most refusals themselves.
+        self._answers: dict[tuple[type[BetterAuthError], str], ErrorResponse] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -154,6 +205,7 @@ class BetterAuthMiddleware:
             await self.app(scope, receive, send)
             return
         token = None
+        cached = False
         try:
             token = bearer_token(scope["headers"])
             if token is None:
@@ -167,8 +219,8 @@ class BetterAuthMiddleware:
                 principal = self.cache.get(token)
                 if principal is None:
                     principal = await self._authenticate(token)
-                elif self.on_event is not None:
-                    self.on_event("cache_hit", {})
+                else:
+                    cached = True
         except BetterAuthError as exc:
             await self._refuse(scope, receive, send, exc, token)
             return
@@ -176,11 +228,13 @@ class BetterAuthMiddleware:
             scope["user"] = UnauthenticatedUser()
             scope["auth"] = _ANONYMOUS_CREDENTIALS
             scope.setdefault("state", {})["user"] = None
+            if self.on_event is not None:
+                self._emit("anonymous", {"path": scope["path"]})
         else:
             scope["user"], scope["auth"] = principal
             scope.setdefault("state", {})["user"] = principal[0]
             if self.on_event is not None:
-                self.on_event("accepted", {"path": scope["path"]})
+                self._emit("accepted", {"path": scope["path"], "cached": cached})
         await self.app(scope, receive, send)
 
     async def _authenticate(self, token: str) -> _Principal:
@@ -200,7 +254,12 @@ class BetterAuthMiddleware:
         if error is self._missing_error:
             response: ErrorResponse = self._missing
         else:
-            response = error_response(error, retry_after=self._retry_after)
+            answer = (type(error), error.message)
+            response = self._answers.get(answer) or error_response(
+                error, retry_after=self._retry_after
+            )
+            if len(self._answers) < _MAX_ANSWERS:
+                self._answers[answer] = response
         reason = type(error).__name__
         level = logging.WARNING if isinstance(error, KeySetError) else self.log_level
         if logger.isEnabledFor(level):
@@ -208,13 +267,15 @@ class BetterAuthMiddleware:
                 level,
                 "refused %s %s: %s: %s (token %s)",
                 scope.get("method", "WEBSOCKET"),
-                scope["path"],
+                _loggable(scope["path"]),
                 reason,
                 error.message,
                 token_fingerprint(token) if token else "none",
             )
         if self.on_event is not None:
-            self.on_event("refused", {"reason": reason, "status": error.status_code})
+            self._emit(
+                "refused", {"path": scope["path"], "reason": reason, "status": error.status_code}
+            )
         if self.on_error is not None:
             custom = self.on_error(HTTPConnection(scope, receive), error)
             if custom is not None:
@@ -230,6 +291,15 @@ class BetterAuthMiddleware:
             await send_http(send, response)
         else:
             await send_websocket_denial(scope.get("extensions"), receive, send, response)
+
+    def _emit(self, name: str, data: Mapping[str, Any]) -> None:
+        hook = self.on_event
+        if hook is None:
+            return
+        try:
+            hook(name, data)
+        except Exception:  # an observer must never break authentication
+            logger.exception("the on_event hook raised on %r", name)
 
     def _warming(self, receive: Receive) -> Receive:
         jwks = self.verifier.jwks
