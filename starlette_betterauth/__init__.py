@@ -14,6 +14,7 @@ from __future__ import annotations
 from ._jwks import JWKSCache, KeySetStatus
 from ._user import BetterAuthUser
 from ._verifier import TokenVerifier, VerifiedToken
+from .guards import requires_role, requires_scope
 from .middleware import BetterAuthMiddleware
 
 __version__ = "0.1.0"
@@ -26,4 +27,6 @@ __all__ = [
     "TokenVerifier",
     "VerifiedToken",
     "__version__",
+    "requires_role",
+    "requires_scope",
 ]

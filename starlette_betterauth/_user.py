@@ -79,6 +79,12 @@ def _split(value: object, separator: str) -> frozenset[str]:
     return frozenset()
 
 
+def _listed(value: object) -> object:
+    if value is None or isinstance(value, str):
+        return value
+    return list(value) if isinstance(value, Iterable) else None
+
+
 def _dotted(path: str) -> Callable[[Mapping[str, Any]], object]:
     parts = path.split(".")
 
@@ -105,8 +111,10 @@ class UserBuilder:
     def __init__(self, roles: RoleSource = "role", *, allow_banned: bool = False) -> None:
         if callable(roles):
             source = roles
+            # A callable may hand back the claim as is: "user,admin" is two roles,
+            # not the characters of a string.
             self._read_roles: Callable[[Mapping[str, Any]], frozenset[str]] = lambda c: _split(
-                list(source(c)), ","
+                _listed(source(c)), ","
             )
         elif isinstance(roles, str) and roles and all(roles.split(".")):
             read = _dotted(roles)
