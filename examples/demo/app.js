@@ -1,0 +1,252 @@
+// The demo page: Better Auth for signing in and JWTs, the Python API for everything else.
+// window.DEMO_CONFIG (from /config.js) says where both are:
+//   {mode: "better-auth", authUrl, authBasePath, apiUrl, alg}
+//   {mode: "dev-issuer", reason, issuerUrl, apiUrl, user, admin}   (ready-made tokens)
+"use strict";
+
+const config = window.DEMO_CONFIG;
+const $ = (id) => document.getElementById(id);
+let jwt = null;
+let tokenKind = "user"; // dev-issuer mode: which ready-made token is in use
+
+// -- small helpers ---------------------------------------------------------------------------
+
+function show(text, kind = "info") {
+  const el = $("message");
+  el.textContent = text;
+  el.className = `message ${kind}`;
+  el.hidden = !text;
+}
+
+function pretty(text) {
+  try {
+    return JSON.stringify(JSON.parse(text), null, 2);
+  } catch {
+    return text;
+  }
+}
+
+function decodeSegment(segment) {
+  const base64 = segment.replace(/-/g, "+").replace(/_/g, "/");
+  const padded = base64 + "=".repeat((4 - (base64.length % 4)) % 4);
+  const bytes = Uint8Array.from(atob(padded), (c) => c.charCodeAt(0));
+  return JSON.parse(new TextDecoder().decode(bytes));
+}
+
+async function betterAuth(path, { method = "GET", body } = {}) {
+  const options = { method, credentials: "include", headers: {} };
+  if (body !== undefined) {
+    options.headers["content-type"] = "application/json";
+    options.body = JSON.stringify(body);
+  }
+  const response = await fetch(config.authUrl + path, options);
+  const text = await response.text();
+  let data = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch {
+    data = text;
+  }
+  return { response, data };
+}
+
+const api = (path, options) => betterAuth(config.authBasePath + path, options);
+
+function failure(what, { response, data }) {
+  const reason = (data && (data.message || data.code)) || response.statusText;
+  return `${what} failed: ${response.status} ${reason}`;
+}
+
+async function busy(button, work) {
+  button.disabled = true;
+  try {
+    await work();
+  } catch (error) {
+    show(`${error.message || error}`, "error");
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// -- the session and its JWT -----------------------------------------------------------------
+
+function setToken(token) {
+  jwt = token;
+  if (!token) {
+    $("jwt").textContent = "No token yet.";
+    $("jwt-header").textContent = "{}";
+    $("claims").textContent = "{}";
+    $("expiry").textContent = "";
+    return;
+  }
+  const [header, payload] = token.split(".");
+  const claims = decodeSegment(payload);
+  $("jwt").textContent = token;
+  $("jwt-header").textContent = JSON.stringify(decodeSegment(header), null, 2);
+  $("claims").textContent = JSON.stringify(claims, null, 2);
+  $("jwt").dataset.exp = claims.exp;
+  tick();
+}
+
+function tick() {
+  const exp = Number($("jwt").dataset.exp);
+  if (!jwt || !exp) return;
+  const left = Math.round(exp - Date.now() / 1000);
+  const span =
+    left >= 3600
+      ? `${Math.floor(left / 3600)} h ${Math.floor((left % 3600) / 60)} min`
+      : `${Math.floor(left / 60)} min ${left % 60} s`;
+  $("expiry").textContent = left > 0 ? `expires in ${span}` : "expired: get a new JWT";
+  $("expiry").classList.toggle("expired", left <= 0);
+}
+setInterval(tick, 1000);
+
+function signedIn(user) {
+  const role = user.role ? ` (role: ${user.role})` : "";
+  $("who").textContent = `Signed in as ${user.email}${role}.`;
+  $("who").classList.add("in");
+}
+
+function signedOut() {
+  $("who").textContent = "Not signed in.";
+  $("who").classList.remove("in");
+  setToken(null);
+}
+
+async function fetchJwt() {
+  const result = await api("/token");
+  if (!result.response.ok) throw new Error(failure("Getting a JWT", result));
+  setToken(result.data.token);
+}
+
+async function loadSession() {
+  const result = await api("/get-session");
+  if (result.response.ok && result.data && result.data.user) {
+    signedIn(result.data.user);
+    await fetchJwt();
+  } else {
+    signedOut();
+  }
+}
+
+function credentials() {
+  return { email: $("email").value.trim(), password: $("password").value };
+}
+
+async function signUp() {
+  const result = await api("/sign-up/email", {
+    method: "POST",
+    body: { name: $("name").value.trim() || "Demo User", ...credentials() },
+  });
+  if (!result.response.ok) throw new Error(failure("Sign-up", result));
+  show("Signed up. Better Auth set its session cookie; the page fetched a JWT with it.", "ok");
+  signedIn(result.data.user);
+  await fetchJwt();
+}
+
+async function signIn() {
+  const result = await api("/sign-in/email", { method: "POST", body: credentials() });
+  if (!result.response.ok) throw new Error(failure("Sign-in", result));
+  show("Signed in.", "ok");
+  signedIn(result.data.user);
+  await fetchJwt();
+}
+
+async function signOut() {
+  if (config.mode === "better-auth") {
+    const result = await api("/sign-out", { method: "POST", body: {} });
+    if (!result.response.ok) throw new Error(failure("Sign-out", result));
+  }
+  show("Signed out.", "info");
+  signedOut();
+}
+
+async function makeAdmin() {
+  if (config.mode === "dev-issuer") {
+    useToken("admin");
+    const role = decodeSegment(jwt.split(".")[1]).role;
+    show(`Switched to the development issuer's admin token (role: ${role}).`, "ok");
+    return;
+  }
+  const result = await betterAuth("/dev/make-me-admin", { method: "POST", body: {} });
+  if (!result.response.ok) throw new Error(failure("Make me admin", result));
+  signedIn(result.data.user);
+  await fetchJwt();
+  show(`Your role is now "${result.data.user.role}"; the page fetched a new JWT carrying it.`, "ok");
+}
+
+function useToken(kind) {
+  tokenKind = kind;
+  const token = config[kind];
+  const claims = decodeSegment(token.split(".")[1]);
+  signedIn(claims);
+  setToken(token);
+}
+
+// -- the Python API --------------------------------------------------------------------------
+
+async function callApi(name, withToken) {
+  const box = $(`result-${name}`);
+  const status = box.querySelector(".status");
+  const body = box.querySelector(".body");
+  const headers = {};
+  if (withToken && jwt) headers.authorization = `Bearer ${jwt}`;
+  let response;
+  try {
+    response = await fetch(`${config.apiUrl}/${name}`, { headers });
+  } catch (error) {
+    box.dataset.status = "error";
+    status.textContent = "network error";
+    status.className = "status bad";
+    body.textContent = `${error}`;
+    return;
+  }
+  const text = await response.text();
+  box.dataset.status = String(response.status);
+  status.textContent = `${response.status} ${response.statusText}`.trim();
+  status.className = `status ${response.ok ? "good" : response.status < 500 ? "warn" : "bad"}`;
+  const challenge = response.headers.get("www-authenticate");
+  body.textContent = pretty(text) + (challenge ? `\n\nWWW-Authenticate: ${challenge}` : "");
+}
+
+// -- wiring ----------------------------------------------------------------------------------
+
+function wire(id, work) {
+  const button = $(id);
+  button.addEventListener("click", () => busy(button, work));
+}
+
+function start() {
+  wire("sign-up", signUp);
+  wire("sign-in", signIn);
+  wire("sign-out", signOut);
+  wire("get-jwt", config.mode === "better-auth" ? fetchJwt : async () => useToken(tokenKind));
+  wire("make-admin", makeAdmin);
+  wire("call-public", () => callApi("public", false));
+  wire("call-me", () => callApi("me", true));
+  wire("call-admin", () => callApi("admin", true));
+  wire("use-user", async () => useToken("user"));
+  wire("use-admin", async () => useToken("admin"));
+  // Enter in the form signs in; the page never navigates.
+  $("better-auth-account").addEventListener("submit", (event) => {
+    event.preventDefault();
+    $("sign-in").click();
+  });
+
+  if (config.mode === "better-auth") {
+    $("where").textContent =
+      `Better Auth (${config.alg}) at ${config.authUrl} · Python API at ${config.apiUrl}`;
+    $("email").value = `user-${Math.random().toString(36).slice(2, 8)}@example.com`;
+    busy($("get-jwt"), loadSession);
+  } else {
+    $("where").textContent =
+      `Development issuer at ${config.issuerUrl} · Python API at ${config.apiUrl}`;
+    $("better-auth-account").hidden = true;
+    $("dev-issuer-account").hidden = false;
+    $("dev-issuer-reason").textContent = config.reason;
+    $("jwt-hint").textContent =
+      "Minted by the development issuer; the API checks it against the issuer's key set.";
+  }
+}
+
+start();
