@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeAlias
 
@@ -10,6 +11,8 @@ from starlette.authentication import AuthCredentials, BaseUser
 from .errors import BannedUserError, ConfigurationError
 
 __all__ = ["BetterAuthUser", "RoleSource", "UserBuilder"]
+
+logger = logging.getLogger("starlette_betterauth")
 
 #: A claim name, a dotted path into nested claims, or a callable of the claims.
 RoleSource: TypeAlias = str | Callable[[Mapping[str, Any]], Iterable[str]]
@@ -111,11 +114,20 @@ class UserBuilder:
     def __init__(self, roles: RoleSource = "role", *, allow_banned: bool = False) -> None:
         if callable(roles):
             source = roles
-            # A callable may hand back the claim as is: "user,admin" is two roles,
-            # not the characters of a string.
-            self._read_roles: Callable[[Mapping[str, Any]], frozenset[str]] = lambda c: _split(
-                _listed(source(c)), ","
-            )
+
+            def read_with(claims: Mapping[str, Any]) -> frozenset[str]:
+                try:
+                    found = source(claims)
+                except Exception:
+                    # A broken roles callable must not turn requests into 500s:
+                    # the user gets no roles (least privilege) and the bug is logged.
+                    logger.exception("the roles callable raised; the user gets no roles")
+                    return frozenset()
+                # It may hand back the claim as is: "user,admin" is two roles,
+                # not the characters of a string.
+                return _split(_listed(found), ",")
+
+            self._read_roles: Callable[[Mapping[str, Any]], frozenset[str]] = read_with
         elif isinstance(roles, str) and roles and all(roles.split(".")):
             read = _dotted(roles)
             self._read_roles = lambda c: _split(read(c), ",")

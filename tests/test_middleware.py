@@ -426,3 +426,20 @@ async def test_custom_jwks_url_issuer_and_audience_list() -> None:
     assert ok.status_code == 200
     assert wrong.status_code == 401
     assert "aud" in wrong.json()["error_description"]
+
+
+async def test_roles_callable_that_raises_gives_no_roles(
+    server: JWKSServer, issuer: Issuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(claims: Any) -> list[str]:
+        raise KeyError("org")
+
+    app = make_app(base_url=server.url, roles=broken)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c:
+        with caplog.at_level(logging.ERROR, logger="starlette_betterauth"):
+            me = await c.get("/me", headers=bearer(issuer.token(role="admin")))
+            admin = await c.get("/starlette-admin", headers=bearer(issuer.token(role="admin")))
+    assert me.status_code == 200
+    assert me.json()["roles"] == []
+    assert admin.status_code == 403
+    assert "the roles callable raised" in caplog.text
