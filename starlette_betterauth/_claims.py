@@ -72,19 +72,26 @@ class ClaimRules:
 
     def check_times(self, claims: Mapping[str, Any], now: float) -> float | None:
         """Validate exp, nbf and iat only (also used on every cache hit)."""
-        exp = numeric_date(claims, "exp")
+        # Better Auth's exp and iat are in-range integers and it sets no nbf: that
+        # case is checked inline; anything else goes through numeric_date.
+        exp = claims.get("exp")
+        if type(exp) is not int or not 0 <= exp <= _MAX_NUMERIC_DATE:
+            exp = numeric_date(claims, "exp")
         if exp is None:
             if self.require_exp:
                 raise InvalidClaimError("the exp claim is missing")
         elif now >= exp + self.leeway:
             raise ExpiredTokenError("the token has expired")
-        nbf = numeric_date(claims, "nbf")
-        if nbf is not None and now + self.leeway < nbf:
-            raise ImmatureTokenError("the token is not valid yet (nbf is in the future)")
-        iat = numeric_date(claims, "iat")
+        if "nbf" in claims:
+            nbf = numeric_date(claims, "nbf")
+            if nbf is not None and now + self.leeway < nbf:
+                raise ImmatureTokenError("the token is not valid yet (nbf is in the future)")
+        iat = claims.get("iat")
+        if type(iat) is not int or not 0 <= iat <= _MAX_NUMERIC_DATE:
+            iat = numeric_date(claims, "iat")
         if iat is not None and now + self.leeway < iat:
             raise ImmatureTokenError("the token was issued in the future (check the clocks)")
-        return exp
+        return None if exp is None else float(exp)
 
 
 def _show(value: object) -> str:

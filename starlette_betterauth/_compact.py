@@ -1,9 +1,14 @@
 """Strict parsing of compact JWS tokens, before any cryptography.
 
-The fast path is one anchored regular expression (exactly three non-empty
-base64url segments, nothing else), C-level base64 decoding and ``json.loads``.
-Everything that can be refused without a key is refused here, cheaply and with a
-precise reason, and oversized input is refused by its length before it is read.
+The fast path stays in C as much as it can: one ``bytes.translate`` maps
+base64url onto the standard alphabet (and the characters base64url lacks onto
+one no base64 has), ``binascii.a2b_base64`` in strict mode decodes and checks
+each segment, and a decoder built once reads the payload. Every token of one key
+has the same header, so decoded headers are remembered. Whatever the fast path
+does not take (a new header, any flaw) goes to a slower pass that applies the
+same rules one by one and names the precise reason. Everything that can be
+refused without a key is refused here, and oversized input is refused by its
+length before it is read.
 """
 
 from __future__ import annotations
@@ -11,8 +16,7 @@ from __future__ import annotations
 import binascii
 import json
 import re
-from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from .errors import MalformedTokenError, OpaqueTokenError
 
@@ -31,10 +35,25 @@ _SPARE_BITS = {2: 0b1111, 3: 0b11}
 _LAST_VALUE = {c: i for i, c in enumerate(_ALPHABET)}
 _TO_STANDARD = str.maketrans("-_", "+/")
 _PADDING = ("", "", "==", "=")
+# base64url -> standard base64; "+", "/" and "=" are not base64url, so they become
+# "*", which strict decoding refuses like any other foreign byte.
+_URL_TO_STANDARD = bytes.maketrans(b"-_+/=", b"+/***")
+_BYTE_PADDING = (b"", b"", b"==", b"=")
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedToken:
+def _spare_bits_table(mask: int) -> bytes:
+    """By byte value: 1 where that (standard alphabet) character has ``mask`` bits set."""
+    table = bytearray(256)
+    for value, character in enumerate(_ALPHABET.translate(_TO_STANDARD).encode("ascii")):
+        table[character] = 1 if value & mask else 0
+    return bytes(table)
+
+
+# By segment length % 4, which last characters are not canonical (spare bits set).
+_NOT_CANONICAL = (bytes(256), bytes(256), _spare_bits_table(0b1111), _spare_bits_table(0b11))
+
+
+class ParsedToken(NamedTuple):
     """A compact JWS split and decoded, not yet verified."""
 
     header: dict[str, Any]
@@ -72,18 +91,24 @@ def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+# Decoded headers by their encoded form: every token of one key has the same
+# header, so most tokens skip its decoding. Only headers of strings are kept (a
+# copy of one shares nothing mutable). Small; emptied when full.
+_HEADERS: dict[bytes, dict[str, Any]] = {}
+_MAX_HEADERS = 64
+
+# Built once: json.loads with options builds a decoder and scanner on every call.
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_object, parse_constant=_reject_constant)
+
+
 def _decode_json(raw: bytes, name: str) -> dict[str, Any]:
     try:
-        value = json.loads(
-            raw.decode("utf-8"),
-            object_pairs_hook=_unique_object,
-            parse_constant=_reject_constant,
-        )
+        value = _DECODER.decode(raw.decode("utf-8"))
     except MalformedTokenError:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError):
         _fail(f"the {name} is not valid UTF-8 JSON")
-    if not isinstance(value, dict):
+    if type(value) is not dict:
         _fail(f"the {name} is not a JSON object")
     return value
 
@@ -114,6 +139,43 @@ def parse_token(token: str) -> ParsedToken:
     """Split and decode a compact JWS; raise MalformedTokenError with the reason."""
     if len(token) > MAX_TOKEN_LENGTH:
         _fail(f"the token is longer than {MAX_TOKEN_LENGTH} characters")
+    if token.isascii():
+        raw = token.encode("ascii")
+        segments = raw.translate(_URL_TO_STANDARD).split(b".")
+        if len(segments) == 3:
+            header_b64, payload_b64, signature_b64 = segments
+            header = _HEADERS.get(header_b64)
+            if (
+                header is not None
+                and payload_b64
+                and signature_b64
+                and not _NOT_CANONICAL[len(payload_b64) & 3][payload_b64[-1]]
+                and not _NOT_CANONICAL[len(signature_b64) & 3][signature_b64[-1]]
+            ):
+                try:
+                    payload = binascii.a2b_base64(
+                        payload_b64 + _BYTE_PADDING[len(payload_b64) & 3], strict_mode=True
+                    )
+                    signature = binascii.a2b_base64(
+                        signature_b64 + _BYTE_PADDING[len(signature_b64) & 3], strict_mode=True
+                    )
+                    text = payload.decode("utf-8")
+                    claims, end = _DECODER.raw_decode(text)
+                except (ValueError, RecursionError):
+                    pass  # the slow path names what is wrong
+                else:
+                    if end == len(text) and type(claims) is dict:
+                        return ParsedToken(
+                            header.copy(),  # the caller owns its header
+                            claims,
+                            raw[: len(header_b64) + 1 + len(payload_b64)],
+                            signature,
+                        )
+    return _parse_precisely(token)
+
+
+def _parse_precisely(token: str) -> ParsedToken:
+    """The slow path: the same rules, checked one by one to name what is wrong."""
     match = _COMPACT.fullmatch(token)
     if match is None:
         _explain(token)
@@ -124,4 +186,8 @@ def parse_token(token: str) -> ParsedToken:
     claims = _decode_json(decode_segment(payload_b64, "payload"), "payload")
     signature = decode_segment(signature_b64, "signature")
     signing_input = token[: len(header_b64) + 1 + len(payload_b64)].encode("ascii")
+    if all(type(value) is str for value in header.values()):
+        if len(_HEADERS) >= _MAX_HEADERS:
+            _HEADERS.clear()
+        _HEADERS[signing_input[: len(header_b64)].translate(_URL_TO_STANDARD)] = header.copy()
     return ParsedToken(header, claims, signing_input, signature)

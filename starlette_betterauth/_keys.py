@@ -1,17 +1,22 @@
 """Turning JWKs into ready-to-use verification keys.
 
 Each JWK is parsed once, by PyJWT, into a key object of ``cryptography``; the
-signature check itself is PyJWT's algorithm over that object. A key verifies only
-the algorithm its JWK names or, when it names none, the ones its type allows.
+signature check calls that object's ``verify`` directly, with padding and hash
+objects built once per algorithm (a JWS ECDSA signature, raw ``r || s``, is
+re-encoded as DER first). A key verifies only the algorithm its JWK names or, when
+it names none, the ones its type allows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jwt.algorithms import Algorithm, get_default_algorithms
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from jwt.api_jwk import PyJWK
 from jwt.exceptions import PyJWTError
 
@@ -29,11 +34,78 @@ _CURVE_ALGORITHMS = {
 }
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _MIN_RSA_BITS = 2048
-_ALGORITHMS: dict[str, Algorithm] = {
-    name: algorithm
-    for name, algorithm in get_default_algorithms().items()
-    if name in SUPPORTED_ALGORITHMS
+
+
+def _verify_eddsa(key: Any, signing_input: bytes, signature: bytes) -> bool:
+    try:
+        key.verify(signature, signing_input)
+    except InvalidSignature:
+        return False
+    return True
+
+
+def _ecdsa(hash_algorithm: hashes.HashAlgorithm, size: int) -> Callable[[Any, bytes, bytes], bool]:
+    scheme = ec.ECDSA(hash_algorithm)
+
+    def verify(key: Any, signing_input: bytes, signature: bytes) -> bool:
+        if len(signature) != 2 * size:
+            return False
+        der = encode_dss_signature(
+            int.from_bytes(signature[:size], "big"), int.from_bytes(signature[size:], "big")
+        )
+        try:
+            key.verify(der, signing_input, scheme)
+        except InvalidSignature:
+            return False
+        return True
+
+    return verify
+
+
+def _rsa(scheme: padding.AsymmetricPadding) -> Callable[[Any, bytes, bytes], bool]:
+    sha256 = hashes.SHA256()
+
+    def verify(key: Any, signing_input: bytes, signature: bytes) -> bool:
+        try:
+            key.verify(signature, signing_input, scheme, sha256)
+        except InvalidSignature:
+            return False
+        return True
+
+    return verify
+
+
+# alg -> check(public key, signing input, raw JWS signature). The key's curve is
+# the algorithm's (parse_jwk pairs them), so ES256 keys are P-256 and ES512 P-521.
+_VERIFIERS: dict[str, Callable[[Any, bytes, bytes], bool]] = {
+    "EdDSA": _verify_eddsa,
+    "ES256": _ecdsa(hashes.SHA256(), 32),
+    "ES512": _ecdsa(hashes.SHA512(), 66),
+    "RS256": _rsa(padding.PKCS1v15()),
+    "PS256": _rsa(padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)),
 }
+
+
+# A modulus from the flawed Infineon generator (ROCA, CVE-2017-15361) is a power of
+# 65537 modulo a primorial, so modulo each small prime it lies in the subgroup that
+# 65537 generates. A sound modulus passes all these checks with odds of about 4e-9.
+_ROCA_PRIMES = tuple(p for p in range(3, 168) if all(p % q for q in range(2, p)))
+
+
+def _powers_of_65537(prime: int) -> frozenset[int]:
+    powers = {1}
+    value = 65537 % prime
+    while value not in powers:
+        powers.add(value)
+        value = value * 65537 % prime
+    return frozenset(powers)
+
+
+_ROCA_RESIDUES = tuple((prime, _powers_of_65537(prime)) for prime in _ROCA_PRIMES)
+
+
+def _has_roca_fingerprint(modulus: int) -> bool:
+    return all(modulus % prime in residues for prime, residues in _ROCA_RESIDUES)
 
 
 class KeyRejected(ValueError):
@@ -52,7 +124,7 @@ class VerificationKey:
 
     def verify(self, alg: str, signing_input: bytes, signature: bytes) -> bool:
         """Check a signature made with ``alg``, which must be one of this key's algorithms."""
-        return _ALGORITHMS[alg].verify(signing_input, self.key, signature)
+        return _VERIFIERS[alg](self.key, signing_input, signature)
 
 
 def parse_jwk(jwk: Mapping[str, Any], accepted: frozenset[str]) -> VerificationKey:
@@ -89,4 +161,6 @@ def parse_jwk(jwk: Mapping[str, Any], accepted: frozenset[str]) -> VerificationK
         raise KeyRejected(f"its members do not form a valid key ({exc})") from exc
     if kty == "RSA" and key.key_size < _MIN_RSA_BITS:
         raise KeyRejected(f"its RSA modulus has {key.key_size} bits, fewer than {_MIN_RSA_BITS}")
+    if kty == "RSA" and _has_roca_fingerprint(key.public_numbers().n):
+        raise KeyRejected("its RSA modulus comes from a weak key generator (ROCA, CVE-2017-15361)")
     return VerificationKey(kid=kid, kty=kty, crv=crv, algorithms=allowed, key=key)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Generic, TypeVar
+
+from .errors import ConfigurationError
 
 __all__ = ["TokenCache"]
 
@@ -17,7 +21,10 @@ class TokenCache(Generic[T]):
     An entry never outlives the token's ``exp`` (plus leeway) nor ``ttl``
     seconds, is dropped when its key has left the key set (``key_present``),
     and only successful verifications are ever put. When full, the oldest entry
-    is evicted. ``max_entries=0`` switches the cache off.
+    is evicted. ``max_entries=0`` or ``ttl=0`` switches the cache off.
+
+    Raises:
+        ConfigurationError: a negative size, or a ttl that is not a finite number >= 0.
     """
 
     def __init__(
@@ -28,11 +35,17 @@ class TokenCache(Generic[T]):
         leeway: float,
         key_present: Callable[[str], bool],
     ) -> None:
-        self.max_entries = max(0, max_entries)
+        if max_entries < 0:
+            raise ConfigurationError("token_cache_size must be >= 0 (0 switches the cache off)")
+        if not (ttl >= 0 and math.isfinite(ttl)):
+            raise ConfigurationError("token_cache_ttl must be a finite number of seconds >= 0")
+        self.max_entries = max_entries if ttl > 0 else 0
         self.ttl = ttl
         self.leeway = leeway
         self._key_present = key_present
-        self._entries: dict[str, tuple[T, str, float, float]] = {}
+        # Insertion order is eviction order. OrderedDict drops its oldest entry in
+        # O(1); a dict's first key is found by scanning past deleted slots.
+        self._entries: OrderedDict[str, tuple[T, str, float, float]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -45,7 +58,7 @@ class TokenCache(Generic[T]):
         value, kid, expires, deadline = entry
         if time.time() < expires and time.monotonic() < deadline and self._key_present(kid):
             return value
-        del self._entries[token]
+        self._entries.pop(token, None)
         return None
 
     def put(self, token: str, value: T, kid: str, exp: float | None) -> None:
@@ -53,9 +66,9 @@ class TokenCache(Generic[T]):
         if not self.max_entries:
             return
         entries = self._entries
-        if len(entries) >= self.max_entries:
-            del entries[next(iter(entries))]
-        expires = exp + self.leeway if exp is not None else float("inf")
+        if token not in entries and len(entries) >= self.max_entries:
+            entries.popitem(last=False)
+        expires = exp + self.leeway if exp is not None else math.inf
         entries[token] = (value, kid, expires, time.monotonic() + self.ttl)
 
     def clear(self) -> None:

@@ -1,0 +1,237 @@
+"""The verified-token cache, through the middleware, with real tokens and a loopback JWKS.
+
+Each safety property of the cache has its own test: an entry never outlives the
+token's exp nor the cache TTL, tokens of a key that left the key set are
+refused, the cache is bounded and evicts the oldest entry, only successful
+verifications are remembered, and it can be switched off.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from starlette_betterauth import BetterAuthMiddleware
+from starlette_betterauth.errors import ConfigurationError
+from starlette_betterauth.testing import Issuer, JWKSServer
+
+pytestmark = pytest.mark.anyio
+
+
+async def whoami(request: Request) -> PlainTextResponse:
+    return PlainTextResponse(request.state.user.id)
+
+
+class Events:
+    """Records the middleware's on_event calls."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, dict[str, Any]]] = []
+
+    def __call__(self, name: str, data: Mapping[str, Any]) -> None:
+        self.seen.append((name, dict(data)))
+
+    def last(self, name: str) -> dict[str, Any]:
+        return [data for seen, data in self.seen if seen == name][-1]
+
+    def count(self, name: str) -> int:
+        return sum(1 for seen, _ in self.seen if seen == name)
+
+
+@pytest.fixture
+def issuer() -> Issuer:
+    return Issuer()
+
+
+@pytest.fixture
+def server(issuer: Issuer) -> Iterator[JWKSServer]:
+    with JWKSServer(issuer) as running:
+        yield running
+
+
+def middleware(server: JWKSServer, events: Events, **options: Any) -> BetterAuthMiddleware:
+    app = Starlette(routes=[Route("/me", whoami)])
+    return BetterAuthMiddleware(app, base_url=server.url, on_event=events, **options)
+
+
+def client(app: BetterAuthMiddleware) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app")
+
+
+async def get(c: httpx.AsyncClient, token: str) -> httpx.Response:
+    return await c.get("/me", headers={"authorization": f"Bearer {token}"})
+
+
+async def test_a_repeated_token_is_verified_once(server: JWKSServer, issuer: Issuer) -> None:
+    events = Events()
+    app = middleware(server, events)
+    token = issuer.token(user_id="u1")
+    async with client(app) as c:
+        outcomes = [(await get(c, token)).text for _ in range(5)]
+    assert outcomes == ["u1"] * 5
+    assert [data["cached"] for name, data in events.seen if name == "accepted"] == [
+        False,
+        True,
+        True,
+        True,
+        True,
+    ]
+    assert len(app.cache) == 1
+
+
+async def test_an_entry_never_outlives_the_tokens_exp(server: JWKSServer, issuer: Issuer) -> None:
+    events = Events()
+    app = middleware(server, events, leeway=0)
+    token = issuer.token(user_id="u1", expires_in=2)
+    exp = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "==="))["exp"]
+    async with client(app) as c:
+        assert (await get(c, token)).status_code == 200
+        assert (await get(c, token)).status_code == 200
+        assert events.last("accepted")["cached"] is True
+        await anyio.sleep(max(0.0, exp - time.time()) + 0.05)
+        expired = await get(c, token)
+    assert expired.status_code == 401
+    assert 'error="invalid_token"' in expired.headers["www-authenticate"]
+    assert events.last("refused")["reason"] == "ExpiredTokenError"
+    assert len(app.cache) == 0
+
+
+async def test_an_entry_never_outlives_the_cache_ttl(server: JWKSServer, issuer: Issuer) -> None:
+    events = Events()
+    app = middleware(server, events, token_cache_ttl=0.2)
+    token = issuer.token()
+    async with client(app) as c:
+        await get(c, token)
+        await get(c, token)
+        assert events.last("accepted")["cached"] is True
+        await anyio.sleep(0.3)
+        assert (await get(c, token)).status_code == 200
+    assert events.last("accepted")["cached"] is False  # verified again, then cached again
+    assert len(app.cache) == 1
+
+
+async def test_tokens_of_a_removed_key_are_refused(server: JWKSServer, issuer: Issuer) -> None:
+    events = Events()
+    app = middleware(
+        server, events, jwks_options={"ttl": 0.2, "min_ttl": 0.2, "refresh_cooldown": 0}
+    )
+    old_key = issuer.current_key
+    old_token = issuer.token(key=old_key, user_id="old")
+    async with client(app) as c:
+        assert (await get(c, old_token)).text == "old"
+        assert (await get(c, old_token)).text == "old"
+        assert events.last("accepted")["cached"] is True
+        new_key = issuer.rotate()
+        issuer.remove_key(old_key.kid)
+        await anyio.sleep(0.3)
+        # A token the cache has not seen makes the middleware refresh the stale key set.
+        assert (await get(c, issuer.token(key=new_key, user_id="new"))).text == "new"
+        assert app.verifier.jwks.keys.keys() == {new_key.kid}
+        refused = await get(c, old_token)
+    assert refused.status_code == 401
+    assert events.last("refused")["reason"] == "UnknownKeyError"
+    assert len(app.cache) == 1  # the new token only
+
+
+async def test_the_cache_is_bounded_and_evicts_the_oldest(
+    server: JWKSServer, issuer: Issuer
+) -> None:
+    events = Events()
+    app = middleware(server, events, token_cache_size=3)
+    tokens = [issuer.token(user_id=f"u{i}") for i in range(5)]
+    async with client(app) as c:
+        for token in tokens:
+            assert (await get(c, token)).status_code == 200
+        assert len(app.cache) == 3
+        await get(c, tokens[4])
+        assert events.last("accepted")["cached"] is True
+        await get(c, tokens[0])  # evicted first: verified again, evicting tokens[2]
+        assert events.last("accepted")["cached"] is False
+        await get(c, tokens[3])
+        assert events.last("accepted")["cached"] is True
+        await get(c, tokens[2])
+        assert events.last("accepted")["cached"] is False
+    assert len(app.cache) == 3
+
+
+@pytest.mark.parametrize(
+    ("kind", "status"),
+    [("expired", 401), ("bad signature", 401), ("wrong audience", 401), ("banned", 403)],
+)
+async def test_failures_are_never_cached(
+    server: JWKSServer, issuer: Issuer, kind: str, status: int
+) -> None:
+    events = Events()
+    app = middleware(server, events)
+    if kind == "expired":
+        token = issuer.expired_token()
+    elif kind == "bad signature":
+        header, payload, _ = issuer.token().split(".")
+        token = f"{header}.{payload}.{issuer.token().split('.')[2]}"
+    elif kind == "wrong audience":
+        token = issuer.token(aud="https://elsewhere.example")
+    else:
+        token = issuer.token(banned=True)
+    async with client(app) as c:
+        statuses = [(await get(c, token)).status_code for _ in range(3)]
+    assert statuses == [status] * 3
+    assert events.count("refused") == 3
+    assert len(app.cache) == 0
+
+
+async def test_a_token_that_failed_is_not_remembered_once_it_works(
+    server: JWKSServer, issuer: Issuer
+) -> None:
+    # Signed by a key the key set does not list yet: refused, then accepted once it is listed.
+    events = Events()
+    app = middleware(server, events, jwks_options={"refresh_cooldown": 0})
+    pending = issuer.rotate()
+    issuer.remove_key(pending.kid)
+    token = issuer.token(key=pending, user_id="later")
+    async with client(app) as c:
+        assert (await get(c, token)).status_code == 401
+        assert len(app.cache) == 0
+        issuer.keys.append(pending)
+        assert (await get(c, token)).text == "later"
+    assert events.last("accepted")["cached"] is False
+    assert len(app.cache) == 1
+
+
+@pytest.mark.parametrize("options", [{"token_cache_size": 0}, {"token_cache_ttl": 0}])
+async def test_the_cache_can_be_switched_off(
+    server: JWKSServer, issuer: Issuer, options: dict[str, Any]
+) -> None:
+    events = Events()
+    app = middleware(server, events, **options)
+    token = issuer.token()
+    async with client(app) as c:
+        statuses = [(await get(c, token)).status_code for _ in range(3)]
+    assert statuses == [200] * 3
+    assert [data["cached"] for name, data in events.seen if name == "accepted"] == [False] * 3
+    assert len(app.cache) == 0
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"token_cache_size": -1},
+        {"token_cache_ttl": -1.0},
+        {"token_cache_ttl": float("nan")},
+        {"token_cache_ttl": float("inf")},
+    ],
+)
+def test_nonsense_cache_settings_are_refused(options: dict[str, Any]) -> None:
+    app = Starlette()
+    with pytest.raises(ConfigurationError, match="token_cache"):
+        BetterAuthMiddleware(app, base_url="http://127.0.0.1:9", **options)
