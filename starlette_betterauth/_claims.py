@@ -14,10 +14,10 @@ from .errors import (
     InvalidIssuerError,
 )
 
-__all__ = ["ClaimRules", "numeric_date"]
+__all__ = ["MAX_NUMERIC_DATE", "ClaimRules", "numeric_date", "short_repr"]
 
 # NumericDate bounds: 1970 to the end of year 9999. Anything else is nonsense.
-_MAX_NUMERIC_DATE = 253402300799
+MAX_NUMERIC_DATE = 253402300799
 
 
 def numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
@@ -27,7 +27,7 @@ def numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
         return None
     if type(value) is not int and type(value) is not float:
         raise InvalidClaimError(f"the {name} claim is not a JSON number")
-    if not 0 <= value <= _MAX_NUMERIC_DATE:  # also false for NaN
+    if not 0 <= value <= MAX_NUMERIC_DATE:  # also false for NaN
         raise InvalidClaimError(f"the {name} claim is out of range")
     return float(value)
 
@@ -49,7 +49,7 @@ class ClaimRules:
             iss = claims.get("iss")
             if iss != self.issuer or type(iss) is not str:
                 raise InvalidIssuerError(
-                    f"iss is {_show(iss)} but the expected issuer is {self.issuer!r}"
+                    f"iss is {short_repr(iss)} but the expected issuer is {self.issuer!r}"
                 )
         if self.audiences is not None:
             aud = claims.get("aud")
@@ -62,7 +62,7 @@ class ClaimRules:
             if not matched:
                 expected = " or ".join(repr(a) for a in sorted(self.audiences))
                 raise InvalidAudienceError(
-                    f"aud is {_show(aud)} but the accepted audience is {expected}"
+                    f"aud is {short_repr(aud)} but the accepted audience is {expected}"
                 )
         if self.require_sub:
             sub = claims.get("sub")
@@ -71,11 +71,11 @@ class ClaimRules:
         return exp
 
     def check_times(self, claims: Mapping[str, Any], now: float) -> float | None:
-        """Validate exp, nbf and iat only (also used on every cache hit)."""
+        """Validate exp, nbf and iat only; return exp (None if absent and allowed)."""
         # Better Auth's exp and iat are in-range integers and it sets no nbf: that
         # case is checked inline; anything else goes through numeric_date.
         exp = claims.get("exp")
-        if type(exp) is not int or not 0 <= exp <= _MAX_NUMERIC_DATE:
+        if type(exp) is not int or not 0 <= exp <= MAX_NUMERIC_DATE:
             exp = numeric_date(claims, "exp")
         if exp is None:
             if self.require_exp:
@@ -87,13 +87,14 @@ class ClaimRules:
             if nbf is not None and now + self.leeway < nbf:
                 raise ImmatureTokenError("the token is not valid yet (nbf is in the future)")
         iat = claims.get("iat")
-        if type(iat) is not int or not 0 <= iat <= _MAX_NUMERIC_DATE:
+        if type(iat) is not int or not 0 <= iat <= MAX_NUMERIC_DATE:
             iat = numeric_date(claims, "iat")
         if iat is not None and now + self.leeway < iat:
             raise ImmatureTokenError("the token was issued in the future (check the clocks)")
         return None if exp is None else float(exp)
 
 
-def _show(value: object) -> str:
+def short_repr(value: object, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters for messages."""
     text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -25,6 +25,7 @@ from typing import Any, NoReturn
 
 import anyio
 
+from ._claims import MAX_NUMERIC_DATE, short_repr
 from ._compact import MAX_TOKEN_LENGTH, ParsedToken, parse_token
 from ._config import ENV_BASE_URL, ServerSettings, resolve_server
 from ._jwks import JWKSCache
@@ -287,8 +288,7 @@ def _show(value: object) -> str:
 
 def _quote(value: object) -> str:
     """A value from a token inside a sentence, as the package's error messages show it."""
-    text = _clean(repr(value))
-    return text if len(text) <= 80 else text[:77] + "..."
+    return _clean(short_repr(value))
 
 
 def _fail(
@@ -384,7 +384,7 @@ def _times(claims: Mapping[str, Any], now: float) -> dict[str, dict[str, Any]]:
         value = claims.get(name)
         if isinstance(value, bool) or not isinstance(value, int | float):
             continue
-        if 0 <= value <= 253402300799:
+        if 0 <= value <= MAX_NUMERIC_DATE:
             found[name] = {
                 "value": value,
                 "utc": _utc(value),
@@ -497,7 +497,7 @@ def _explain(
         return _UNKNOWN_KID_FIX
     if isinstance(error, UnsupportedAlgorithmError):
         alg = header.get("alg")
-        if verifier is not None and alg not in verifier.algorithms:
+        if verifier is not None and not (isinstance(alg, str) and alg in verifier.algorithms):
             return _alg_fix(alg)
         return _FORGED_FIX
     if isinstance(error, InvalidSignatureError):
@@ -542,7 +542,7 @@ def _immature_fix(leeway: float) -> str:
 
 
 def _alg_fix(alg: object) -> str:
-    if alg in SUPPORTED_ALGORITHMS:
+    if isinstance(alg, str) and alg in SUPPORTED_ALGORITHMS:
         return (
             f"add {alg} to the accepted algorithms (--algorithms, algorithms=), or change "
             "jwks.keyPairConfig.alg on the server"
@@ -1025,7 +1025,7 @@ async def _check_token(
 
 def _alg_kid_check(header: Mapping[str, Any], verifier: TokenVerifier, server_ok: bool) -> _Check:
     alg, kid = header.get("alg"), header.get("kid")
-    if alg not in verifier.algorithms:
+    if not isinstance(alg, str) or alg not in verifier.algorithms:
         return _Check(
             "token alg",
             "fail",

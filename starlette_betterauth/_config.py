@@ -7,9 +7,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import httpx
+
 from .errors import ConfigurationError
 
-__all__ = ["DEFAULT_JWKS_PATH", "ENV_BASE_URL", "ServerSettings", "resolve_server"]
+__all__ = [
+    "DEFAULT_JWKS_PATH",
+    "ENV_BASE_URL",
+    "ServerSettings",
+    "check_http_url",
+    "resolve_server",
+]
 
 ENV_BASE_URL = "BETTER_AUTH_URL"
 #: Better Auth's default basePath plus the jwt plugin's default jwksPath.
@@ -25,11 +33,15 @@ class ServerSettings:
     audiences: frozenset[str] | None
 
 
-def _check_url(name: str, url: str) -> str:
+def check_http_url(name: str, url: str) -> str:
+    """Return ``url`` if it is a usable http(s) URL, else raise ConfigurationError."""
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError when out of range
-    except ValueError as exc:
+        # Out-of-range ports and malformed hosts would otherwise fail at fetch time
+        # with exceptions outside the package's tree.
+        parts.port  # noqa: B018
+        httpx.URL(url).host  # noqa: B018
+    except (ValueError, httpx.InvalidURL) as exc:
         raise ConfigurationError(f"{name} is not a valid URL ({exc}): {url!r}") from exc
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigurationError(f"{name} must be an http(s) URL, got {url!r}")
@@ -59,10 +71,10 @@ def resolve_server(
                 f"or jwks_url= with issuer= and audience=, or set {ENV_BASE_URL}"
             )
     if base_url is not None:
-        base_url = _check_url("base_url", base_url).rstrip("/")
+        base_url = check_http_url("base_url", base_url).rstrip("/")
     if jwks_url is None:
         jwks_url = f"{base_url}{DEFAULT_JWKS_PATH}"
-    _check_url("jwks_url", jwks_url)
+    check_http_url("jwks_url", jwks_url)
     resolved_issuer: str | None = None
     if verify_issuer:
         resolved_issuer = issuer if issuer is not None else base_url

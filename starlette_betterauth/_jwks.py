@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 import httpx
 
+from ._config import check_http_url
 from ._keys import SUPPORTED_ALGORITHMS, KeyRejected, VerificationKey, parse_jwk
 from .errors import (
     ConfigurationError,
@@ -123,16 +123,7 @@ class JWKSCache:
         max_body_size: int = 512 * 1024,
         on_event: Callable[[str, Mapping[str, Any]], None] | None = None,
     ) -> None:
-        try:
-            parts = urlsplit(url)
-            # Out-of-range ports and malformed hosts would otherwise fail at fetch time
-            # with exceptions outside the package's tree.
-            parts.port  # noqa: B018
-            httpx.URL(url).host  # noqa: B018
-        except (ValueError, httpx.InvalidURL) as exc:
-            raise ConfigurationError(f"the JWKS URL is not a valid URL ({exc}): {url!r}") from exc
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigurationError(f"the JWKS URL must be an http(s) URL, got {url!r}")
+        check_http_url("the JWKS URL", url)
         algorithms = frozenset(algorithms)
         if not algorithms or not algorithms <= SUPPORTED_ALGORITHMS:
             raise ConfigurationError(
@@ -147,8 +138,14 @@ class JWKSCache:
         ):
             if not (value > 0 and math.isfinite(value)):
                 raise ConfigurationError(f"{name} must be a positive number of seconds")
-        if refresh_cooldown < 0 or retry_interval < 0 or max_body_size <= 0:
-            raise ConfigurationError("refresh_cooldown, retry_interval and max_body_size are >= 0")
+        for name, value in (
+            ("refresh_cooldown", refresh_cooldown),
+            ("retry_interval", retry_interval),
+        ):
+            if not (value >= 0 and math.isfinite(value)):
+                raise ConfigurationError(f"{name} must be a finite number of seconds >= 0")
+        if max_body_size <= 0:
+            raise ConfigurationError("max_body_size must be a positive number of bytes")
         self.url = url
         self.algorithms = algorithms
         self.ttl = ttl
@@ -166,6 +163,7 @@ class JWKSCache:
         self._skipped: tuple[tuple[str, str], ...] = ()
         self._loaded_at: float | None = None  # monotonic time of the last good fetch
         self._fresh_until = -math.inf  # no fetch needed before this
+        self._usable_until = -math.inf  # loaded keys may serve until this (ttl + max_stale)
         self._last_start = -math.inf  # when the last fetch started
         self._done_start = -math.inf  # start time of the last fetch that finished
         self._inflight: tuple[anyio.Event, float] | None = None
@@ -229,7 +227,15 @@ class JWKSCache:
         return kid in self._keys and self._usable(time.monotonic())
 
     def _usable(self, now: float) -> bool:
-        return self._loaded_at is not None and now - self._loaded_at < self.max_stale + self.ttl
+        return now < self._usable_until
+
+    def _unavailable(self) -> KeySetError:
+        # A fresh exception per raise: re-raising one stored instance would chain
+        # every request's traceback (and the frames holding its token) onto it.
+        error = self._last_error
+        if error is None:
+            return KeySetFetchError("the key set could not be fetched")
+        return type(error)(error.message)
 
     async def get_key(self, kid: str) -> VerificationKey:
         """Return the key named ``kid``, fetching or refetching the key set if needed.
@@ -247,8 +253,12 @@ class JWKSCache:
             # Unknown kid: the key set may have rotated since the last fetch.
             await self._fetch_started_after(now)
             key = self._keys.get(kid)
+            if key is None and self._last_error is not None:
+                # The refetch failed: the kid may well be a rotated key, so the
+                # answer is "try again later", not "your token is bad".
+                raise self._unavailable()
         if not self._usable(time.monotonic()):
-            raise self._last_error or KeySetFetchError("the key set could not be fetched")
+            raise self._unavailable()
         if key is None:
             raise UnknownKeyError("no key in the key set has the token's kid")
         return key
@@ -263,7 +273,7 @@ class JWKSCache:
         """
         await self._fetch_started_after(time.monotonic(), cooldown=False)
         if not self._usable(time.monotonic()):
-            raise self._last_error or KeySetFetchError("the key set could not be fetched")
+            raise self._unavailable()
 
     async def aclose(self) -> None:
         """Close the HTTP client if the cache created it."""
@@ -353,7 +363,9 @@ class JWKSCache:
         self._skipped = skipped
         self._loaded_at = now
         self._last_error = None
-        self._fresh_until = now + self._ttl_from(cache_control)
+        ttl = self._ttl_from(cache_control)
+        self._fresh_until = now + ttl
+        self._usable_until = now + ttl + self.max_stale
         if gained or lost:
             logger.info(
                 "key set from %s: %d keys, gained %s, lost %s",
@@ -469,7 +481,8 @@ class JWKSCache:
                 key = parse_jwk(jwk, self.algorithms)
                 if key.kid in keys:
                     raise KeyRejected("its kid is used by an earlier key")
-            except KeyRejected as exc:
+            except Exception as exc:
+                # KeyRejected, or members of shapes no JWK has: skip it, never crash.
                 skipped.append((label, str(exc)))
                 logger.warning("key set from %s: skipping %s: %s", self.url, label, exc)
                 continue

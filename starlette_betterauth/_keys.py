@@ -148,6 +148,8 @@ def parse_jwk(jwk: Mapping[str, Any], accepted: frozenset[str]) -> VerificationK
     if allowed is None:
         raise KeyRejected(f"key type {kty!r} with curve {crv!r} is not supported")
     alg = jwk.get("alg")
+    if alg is not None and not isinstance(alg, str):
+        raise KeyRejected("its alg is not a string")
     if alg is not None:
         if alg not in allowed:
             raise KeyRejected(f"its alg {alg!r} does not fit key type {kty!r}")

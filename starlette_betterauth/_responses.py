@@ -6,11 +6,27 @@ import json
 
 from starlette.types import Message, Receive, Send
 
-from .errors import BetterAuthError, KeySetError
+from .errors import BetterAuthError, KeySetError, MissingTokenError
 
-__all__ = ["ErrorResponse", "error_response", "send_http", "send_websocket_denial"]
+__all__ = [
+    "ErrorResponse",
+    "error_response",
+    "missing_token",
+    "send_http",
+    "send_websocket_denial",
+]
 
 ErrorResponse = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+#: The refusal of a request that carries no token, shared by the middleware and the guards.
+MISSING_TOKEN_MESSAGE = "this endpoint needs a bearer token"
+
+
+def missing_token() -> MissingTokenError:
+    """The error for a request without a bearer token."""
+    return MissingTokenError(MISSING_TOKEN_MESSAGE)
+
+
 _SAFE = set(range(0x20, 0x7F)) - {0x22, 0x5C}  # RFC 6750 error_description chars
 
 

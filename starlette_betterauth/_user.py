@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeAlias
 
-from starlette.authentication import AuthCredentials, BaseUser
+from starlette.authentication import BaseUser
 
 from .errors import BannedUserError, ConfigurationError
 
@@ -34,6 +34,13 @@ class BetterAuthUser(BaseUser):
 
     __slots__ = ("claims", "email", "id", "name", "roles", "scopes")
 
+    id: str
+    email: str | None
+    name: str | None
+    roles: frozenset[str]
+    scopes: frozenset[str]
+    claims: Mapping[str, Any]
+
     def __init__(
         self,
         *,
@@ -44,12 +51,21 @@ class BetterAuthUser(BaseUser):
         scopes: frozenset[str],
         claims: Mapping[str, Any],
     ) -> None:
-        self.id = id
-        self.email = email
-        self.name = name
-        self.roles = roles
-        self.scopes = scopes
-        self.claims = claims
+        # One user object is shared by every request carrying the same token
+        # (the verified-token cache), so it is immutable.
+        setter = object.__setattr__
+        setter(self, "id", id)
+        setter(self, "email", email)
+        setter(self, "name", name)
+        setter(self, "roles", roles)
+        setter(self, "scopes", scopes)
+        setter(self, "claims", claims)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"BetterAuthUser is immutable; cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"BetterAuthUser is immutable; cannot delete {name!r}")
 
     @property
     def is_authenticated(self) -> bool:
@@ -137,8 +153,12 @@ class UserBuilder:
             )
         self.allow_banned = allow_banned
 
-    def build(self, claims: Mapping[str, Any]) -> tuple[BetterAuthUser, AuthCredentials]:
-        """Return the user and credentials; raise BannedUserError for a banned user."""
+    def build(self, claims: Mapping[str, Any]) -> tuple[BetterAuthUser, tuple[str, ...]]:
+        """Return the user and its credential scopes; raise BannedUserError for a banned user.
+
+        The scopes are a tuple so a cached result can be shared: build a fresh
+        ``AuthCredentials(scopes)`` for each request.
+        """
         if claims.get("banned") is True and not self.allow_banned:
             raise BannedUserError("this user is banned")
         email = claims.get("email")
@@ -153,7 +173,5 @@ class UserBuilder:
             scopes=scopes,
             claims=claims,
         )
-        granted = ["authenticated"]
-        granted.extend(sorted(f"role:{r}" for r in roles))
-        granted.extend(sorted(f"scope:{s}" for s in scopes))
-        return user, AuthCredentials(granted)
+        granted = ("authenticated", *sorted(f"role:{r}" for r in roles))
+        return user, (*granted, *sorted(f"scope:{s}" for s in scopes))

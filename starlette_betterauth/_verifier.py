@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 import httpx
 
-from ._claims import ClaimRules
+from ._claims import ClaimRules, short_repr
 from ._compact import parse_token
 from ._config import resolve_server
 from ._jwks import JWKSCache
@@ -82,7 +82,17 @@ class TokenVerifier:
             )
         if not leeway >= 0:
             raise ConfigurationError("leeway must be a number of seconds >= 0")
+        if issuer is not None and (not isinstance(issuer, str) or not issuer):
+            raise ConfigurationError(
+                "issuer must be a non-empty string (or None to skip the check)"
+            )
         audiences = frozenset([audience] if isinstance(audience, str) else audience or ())
+        if audience is not None and (
+            not audiences or not all(isinstance(a, str) and a for a in audiences)
+        ):
+            raise ConfigurationError(
+                "audience must be a non-empty string or list of them (or None to skip the check)"
+            )
         self.jwks = jwks
         self.algorithms = accepted
         self.rules = ClaimRules(
@@ -155,7 +165,7 @@ class TokenVerifier:
         alg = header.get("alg")
         if type(alg) is not str or alg not in self.algorithms:
             raise UnsupportedAlgorithmError(
-                f"the token's alg {_short(alg)} is not accepted "
+                f"the token's alg {short_repr(alg)} is not accepted "
                 f"(accepted: {', '.join(sorted(self.algorithms))})"
             )
         kid = header.get("kid")
@@ -175,10 +185,6 @@ class TokenVerifier:
         exp = self.rules.check(claims, time.time())
         return VerifiedToken(MappingProxyType(claims), MappingProxyType(header), kid, alg, exp)
 
-    def check_times(self, claims: Mapping[str, Any]) -> None:
-        """Re-check exp, nbf and iat of already verified claims against the clock."""
-        self.rules.check_times(claims, time.time())
-
 
 def _check_extra_header(header: Mapping[str, Any]) -> None:
     if "crit" in header:
@@ -187,9 +193,4 @@ def _check_extra_header(header: Mapping[str, Any]) -> None:
         raise MalformedTokenError("unencoded payloads (b64) are not accepted")
     typ = header.get("typ")
     if typ is not None and (type(typ) is not str or typ.lower() not in _ACCEPTED_TYP):
-        raise InvalidTokenError(f"the token's typ {_short(typ)} is not a JWT type")
-
-
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+        raise InvalidTokenError(f"the token's typ {short_repr(typ)} is not a JWT type")

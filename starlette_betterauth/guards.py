@@ -39,13 +39,12 @@ from starlette.responses import Response
 from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketState
 
-from ._responses import ErrorResponse, error_response, send_websocket_denial
+from ._responses import ErrorResponse, error_response, missing_token, send_websocket_denial
 from ._user import BetterAuthUser
 from .errors import (
     BetterAuthError,
     ConfigurationError,
     InsufficientRoleError,
-    MissingTokenError,
 )
 
 __all__ = ["requires_role", "requires_scope"]
@@ -72,7 +71,7 @@ class _Refusal:
 
 
 #: The same answer the middleware gives a request without a token.
-_MISSING: Final = _Refusal(MissingTokenError("this endpoint needs a bearer token"))
+_MISSING: Final = _Refusal(missing_token())
 
 
 class _Requirement:

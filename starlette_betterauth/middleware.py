@@ -52,12 +52,18 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._authorization import bearer_token
-from ._responses import ErrorResponse, error_response, send_http, send_websocket_denial
+from ._responses import (
+    ErrorResponse,
+    error_response,
+    missing_token,
+    send_http,
+    send_websocket_denial,
+)
 from ._routes import PublicRoutes
 from ._token_cache import TokenCache
 from ._user import BetterAuthUser, RoleSource, UserBuilder
 from ._verifier import DEFAULT_LEEWAY, TokenVerifier
-from .errors import BetterAuthError, ConfigurationError, KeySetError, MissingTokenError
+from .errors import BetterAuthError, ConfigurationError, KeySetError
 
 __all__ = ["BetterAuthMiddleware", "token_fingerprint"]
 
@@ -65,8 +71,7 @@ logger = logging.getLogger("starlette_betterauth")
 
 ErrorHandler = Callable[[HTTPConnection, BetterAuthError], Response | None]
 EventHook = Callable[[str, Mapping[str, Any]], None]
-_Principal = tuple[BetterAuthUser, AuthCredentials]
-_ANONYMOUS_CREDENTIALS = AuthCredentials()
+_Principal = tuple[BetterAuthUser, tuple[str, ...]]
 _MAX_ANSWERS = 256  # messages may quote the token's alg or kid: keep the memo bounded
 
 
@@ -172,9 +177,25 @@ class BetterAuthMiddleware:
                 http_client=http_client,
                 jwks_options=options,
             )
-        elif any(v is not None for v in (base_url, jwks_url, issuer, audience, http_client)):
+        elif (
+            any(
+                v is not None
+                for v in (
+                    base_url,
+                    jwks_url,
+                    issuer,
+                    audience,
+                    algorithms,
+                    http_client,
+                    jwks_options,
+                )
+            )
+            or leeway != DEFAULT_LEEWAY
+            or not (verify_issuer and verify_audience)
+        ):
             raise ConfigurationError(
-                "pass either verifier= or the server settings (base_url, jwks_url, ...), not both"
+                "pass either verifier= or the verification settings (base_url, jwks_url, issuer, "
+                "audience, algorithms, leeway, http_client, jwks_options, ...), not both"
             )
         self.verifier = verifier
         self.public = PublicRoutes(public)
@@ -191,7 +212,7 @@ class BetterAuthMiddleware:
             key_present=verifier.jwks.has_key,
         )
         self._retry_after = max(1, round(verifier.jwks.retry_interval))
-        self._missing_error = MissingTokenError("this endpoint needs a bearer token")
+        self._missing_error = missing_token()
         self._missing = error_response(self._missing_error)
         # Answers by (error class, message), built once: refusals repeat, and
         # building one costs more than most refusals themselves.
@@ -226,13 +247,17 @@ class BetterAuthMiddleware:
             return
         if principal is None:
             scope["user"] = UnauthenticatedUser()
-            scope["auth"] = _ANONYMOUS_CREDENTIALS
+            scope["auth"] = AuthCredentials()
             scope.setdefault("state", {})["user"] = None
             if self.on_event is not None:
                 self._emit("anonymous", {"path": scope["path"]})
         else:
-            scope["user"], scope["auth"] = principal
-            scope.setdefault("state", {})["user"] = principal[0]
+            user, granted = principal
+            scope["user"] = user
+            # Fresh per request: a handler that edits request.auth.scopes must not
+            # change what the next request with the same token is granted.
+            scope["auth"] = AuthCredentials(granted)
+            scope.setdefault("state", {})["user"] = user
             if self.on_event is not None:
                 self._emit("accepted", {"path": scope["path"], "cached": cached})
         await self.app(scope, receive, send)

@@ -33,6 +33,8 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import get_default_algorithms
 
+from ._config import DEFAULT_JWKS_PATH
+
 __all__ = [
     "ALGORITHMS",
     "Issuer",
@@ -186,8 +188,12 @@ class Issuer:
         header: Mapping[str, Any] | None = None,
         **claims: Any,
     ) -> str:
-        """A signed Better Auth-shaped JWT. Claim keywords as in :meth:`claims`;
-        a claim given as None is removed (``exp=None`` makes a token without exp)."""
+        """A signed Better Auth-shaped JWT, with claim keywords as in :meth:`claims`.
+
+        Any other claim given as None is left out (``exp=None`` makes a token
+        without exp, ``iss=None`` one without iss); ``role=None`` leaves out
+        ``role`` and ``banned``, as a server without the admin plugin does.
+        """
         return (key or self.current_key).sign(self.claims(**claims), header)
 
     def expired_token(self, **claims: Any) -> str:
@@ -213,12 +219,12 @@ class JWKSServer:
     Attributes:
         url: the base URL (pass it as ``base_url``); ``issuer.base_url`` is set to it.
         jwks_url: the key set's URL.
-        requests: how many key-set requests were served.
+        requests: how many requests were served (any path).
         status, delay, body, headers: set to make the next answers misbehave.
     """
 
     def __init__(
-        self, issuer: Issuer | None = None, *, path: str = "/api/auth/jwks", port: int = 0
+        self, issuer: Issuer | None = None, *, path: str = DEFAULT_JWKS_PATH, port: int = 0
     ) -> None:
         self.issuer = issuer or Issuer()
         self.path = path
@@ -325,7 +331,7 @@ class JWKSServer:
         return Handler
 
 
-def jwks_transport(issuer: Issuer, *, path: str = "/api/auth/jwks") -> httpx.MockTransport:
+def jwks_transport(issuer: Issuer, *, path: str = DEFAULT_JWKS_PATH) -> httpx.MockTransport:
     """An httpx transport serving the issuer's key set: ``httpx.AsyncClient(transport=...)``."""
 
     def handle(request: httpx.Request) -> httpx.Response:

@@ -252,3 +252,56 @@ def test_bad_settings() -> None:
         JWKSCache("https://a.example/jwks", ttl=0)
     with pytest.raises(ConfigurationError):
         JWKSCache("https://a.example/jwks", max_body_size=0)
+
+
+async def test_each_refusal_raises_a_fresh_exception(server: JWKSServer) -> None:
+    server.status = 500
+    cache = JWKSCache(server.jwks_url, retry_interval=60)
+    raised: list[KeySetFetchError] = []
+    for _ in range(3):
+        try:
+            await cache.get_key("any")
+        except KeySetFetchError as exc:
+            raised.append(exc)
+    assert len({id(exc) for exc in raised}) == 3  # no traceback piles up on one object
+    assert all(exc.message == "the key server answered HTTP 500" for exc in raised)
+
+
+async def test_long_cache_control_keeps_keys_usable(server: JWKSServer, issuer: Issuer) -> None:
+    server.headers = {"Cache-Control": "max-age=100000"}
+    cache = JWKSCache(server.jwks_url, ttl=0.05, min_ttl=0.01, max_stale=0.05)
+    await cache.get_key(issuer.current_key.kid)
+    await anyio.sleep(0.2)
+    assert (await cache.get_key(issuer.current_key.kid)).kid == issuer.current_key.kid
+    assert cache.status().ready
+    assert server.requests == 1
+
+
+async def test_key_with_a_non_string_alg_is_skipped(server: JWKSServer, issuer: Issuer) -> None:
+    odd = dict(SigningKey().public_jwk, alg=["EdDSA"])
+    server.body = json.dumps({"keys": [odd, issuer.current_key.public_jwk]}).encode()
+    cache = JWKSCache(server.jwks_url)
+    assert (await cache.get_key(issuer.current_key.kid)).kid == issuer.current_key.kid
+    assert cache.status().skipped == ((repr(odd["kid"]), "its alg is not a string"),)
+
+
+async def test_unknown_kid_during_an_outage_is_503_not_401(
+    server: JWKSServer, issuer: Issuer
+) -> None:
+    cache = JWKSCache(server.jwks_url, refresh_cooldown=0)
+    await cache.get_key(issuer.current_key.kid)
+    server.status = 500
+    rotated = issuer.rotate().kid
+    with pytest.raises(KeySetFetchError):
+        await cache.get_key(rotated)
+    server.status = 200
+    await anyio.sleep(cache.retry_interval if cache.retry_interval < 0.1 else 0)
+    assert (await cache.get_key(issuer.current_key.kid)).kid == issuer.current_key.kid
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), -1.0])
+def test_intervals_must_be_finite(value: float) -> None:
+    with pytest.raises(ConfigurationError, match="refresh_cooldown"):
+        JWKSCache("https://a.example/jwks", refresh_cooldown=value)
+    with pytest.raises(ConfigurationError, match="retry_interval"):
+        JWKSCache("https://a.example/jwks", retry_interval=value)

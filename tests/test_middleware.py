@@ -443,3 +443,36 @@ async def test_roles_callable_that_raises_gives_no_roles(
     assert me.json()["roles"] == []
     assert admin.status_code == 403
     assert "the roles callable raised" in caplog.text
+
+
+async def test_shared_user_and_credentials_cannot_leak_between_requests(
+    client: httpx.AsyncClient, issuer: Issuer
+) -> None:
+    token = issuer.token(role="user")
+    first = await client.get("/me", headers=bearer(token))
+    assert first.json()["scopes"] == ["authenticated", "role:user"]
+    seen: list[BetterAuthUser] = []
+
+    async def escalate(request: Request) -> Response:
+        request.auth.scopes.append("role:admin")
+        seen.append(request.state.user)
+        return Response()
+
+    app = make_app(base_url=issuer.base_url)
+    app.router.routes.append(Route("/escalate", escalate))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://a") as c:
+        await c.get("/escalate", headers=bearer(token))
+        assert (await c.get("/starlette-admin", headers=bearer(token))).status_code == 403
+    with pytest.raises(AttributeError, match="immutable"):
+        seen[0].roles = frozenset({"admin"})
+
+
+def test_verifier_with_verification_settings_is_a_configuration_error() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        raise AssertionError("not called")
+
+    verifier = TokenVerifier.for_server("https://a.example")
+    for options in ({"algorithms": ["ES256"]}, {"leeway": 0}, {"verify_audience": False}):
+        with pytest.raises(ConfigurationError, match="either verifier"):
+            BetterAuthMiddleware(app, verifier=verifier, **options)

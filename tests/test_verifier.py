@@ -274,3 +274,11 @@ def test_bad_settings_are_configuration_errors() -> None:
         TokenVerifier(cache, issuer="x", audience="y", leeway=-1)
     with pytest.raises(ConfigurationError):
         TokenVerifier.for_server(jwks_url="https://a.example/jwks", issuer="x")
+
+
+@pytest.mark.parametrize(("issuer", "audience"), [("", "api"), ("iss", ""), ("iss", [])])
+def test_empty_issuer_or_audience_is_a_configuration_error(
+    issuer: str, audience: str | list[str]
+) -> None:
+    with pytest.raises(ConfigurationError):
+        TokenVerifier(JWKSCache("https://a.example/jwks"), issuer=issuer, audience=audience)
