@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -44,17 +44,6 @@ def load(name: str) -> ModuleType:
 def factory(name: str) -> Callable[..., ASGIApp]:
     create_app: Callable[..., ASGIApp] = load(name).create_app
     return create_app
-
-
-@pytest.fixture
-def issuer() -> Issuer:
-    return Issuer()
-
-
-@pytest.fixture
-def server(issuer: Issuer) -> Iterator[JWKSServer]:
-    with JWKSServer(issuer) as running:
-        yield running
 
 
 @pytest.fixture(params=NAMES)

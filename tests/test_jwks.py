@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 
 import anyio
 import httpx
@@ -20,17 +19,6 @@ from starlette_betterauth.errors import (
 from starlette_betterauth.testing import Issuer, JWKSServer, SigningKey, jwks_transport
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def issuer() -> Issuer:
-    return Issuer()
-
-
-@pytest.fixture
-def server(issuer: Issuer) -> Iterator[JWKSServer]:
-    with JWKSServer(issuer) as running:
-        yield running
 
 
 async def test_concurrent_cold_requests_cause_one_fetch(server: JWKSServer, issuer: Issuer) -> None:

@@ -18,7 +18,6 @@ import sys
 import textwrap
 import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -76,17 +75,6 @@ async def call(app: BetterAuthMiddleware, authorization: bytes) -> tuple[int, by
 
     await app(scope, receive, send)
     return status, body
-
-
-@pytest.fixture
-def issuer() -> Issuer:
-    return Issuer()
-
-
-@pytest.fixture
-def server(issuer: Issuer) -> Iterator[JWKSServer]:
-    with JWKSServer(issuer) as running:
-        yield running
 
 
 class TokenMix:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import anyio.to_thread
@@ -24,17 +23,6 @@ from starlette_betterauth.testing import Issuer, JWKSServer, SigningKey, b64url
 pytestmark = pytest.mark.anyio
 
 LOGGER = "starlette_betterauth"
-
-
-@pytest.fixture
-def issuer() -> Issuer:
-    return Issuer()
-
-
-@pytest.fixture
-def server(issuer: Issuer) -> Iterator[JWKSServer]:
-    with JWKSServer(issuer) as running:
-        yield running
 
 
 async def ok(request: Request) -> PlainTextResponse:

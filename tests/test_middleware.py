@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -64,17 +64,6 @@ def make_app(**options: Any) -> Starlette:
         WebSocketRoute("/ws", echo),
     ]
     return Starlette(routes=routes, middleware=[Middleware(BetterAuthMiddleware, **options)])
-
-
-@pytest.fixture
-def issuer() -> Issuer:
-    return Issuer()
-
-
-@pytest.fixture
-def server(issuer: Issuer) -> Iterator[JWKSServer]:
-    with JWKSServer(issuer) as running:
-        yield running
 
 
 @pytest.fixture

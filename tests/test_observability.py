@@ -6,7 +6,7 @@ import importlib.util
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -40,17 +40,6 @@ def example() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture
-def issuer() -> Issuer:
-    return Issuer()
-
-
-@pytest.fixture
-def server(issuer: Issuer) -> Iterator[JWKSServer]:
-    with JWKSServer(issuer) as running:
-        yield running
 
 
 def bearer(token: str) -> dict[str, str]:

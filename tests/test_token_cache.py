@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import anyio
@@ -47,17 +47,6 @@ class Events:
 
     def count(self, name: str) -> int:
         return sum(1 for seen, _ in self.seen if seen == name)
-
-
-@pytest.fixture
-def issuer() -> Issuer:
-    return Issuer()
-
-
-@pytest.fixture
-def server(issuer: Issuer) -> Iterator[JWKSServer]:
-    with JWKSServer(issuer) as running:
-        yield running
 
 
 def middleware(server: JWKSServer, events: Events, **options: Any) -> BetterAuthMiddleware:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -27,17 +27,6 @@ from starlette_betterauth.errors import (
 from starlette_betterauth.testing import Issuer, JWKSServer, SigningKey, b64url
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def issuer() -> Issuer:
-    return Issuer()
-
-
-@pytest.fixture
-def server(issuer: Issuer) -> Iterator[JWKSServer]:
-    with JWKSServer(issuer) as running:
-        yield running
 
 
 @pytest.fixture
