@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from .errors import (
     ExpiredTokenError,
@@ -14,7 +14,7 @@ from .errors import (
     InvalidIssuerError,
 )
 
-__all__ = ["MAX_NUMERIC_DATE", "ClaimRules", "numeric_date", "short_repr"]
+__all__ = ["MAX_NUMERIC_DATE", "ClaimRules", "numeric_date", "one_of", "short_repr"]
 
 # NumericDate bounds: 1970 to the end of year 9999. Anything else is nonsense.
 MAX_NUMERIC_DATE = 253402300799
@@ -43,35 +43,26 @@ class ClaimRules:
     require_sub: bool = True
 
     def check(self, claims: Mapping[str, Any], now: float) -> float | None:
-        """Validate ``claims`` at time ``now``; return ``exp`` (None if absent and allowed)."""
+        """Validate ``claims`` at time ``now``; return ``exp`` (None if absent and allowed).
+
+        Raises:
+            InvalidClaimError: (a subclass naming the claim) the first rule broken.
+        """
         exp = self.check_times(claims, now)
-        if self.issuer is not None:
-            iss = claims.get("iss")
-            if iss != self.issuer or type(iss) is not str:
-                raise InvalidIssuerError(
-                    f"iss is {short_repr(iss)} but the expected issuer is {self.issuer!r}"
-                )
-        if self.audiences is not None:
-            aud = claims.get("aud")
-            if type(aud) is str:
-                matched = aud in self.audiences
-            elif type(aud) is list:
-                matched = any(type(a) is str and a in self.audiences for a in aud)
-            else:
-                matched = False
-            if not matched:
-                expected = " or ".join(repr(a) for a in sorted(self.audiences))
-                raise InvalidAudienceError(
-                    f"aud is {short_repr(aud)} but the accepted audience is {expected}"
-                )
-        if self.require_sub:
-            sub = claims.get("sub")
-            if type(sub) is not str or not sub:
-                raise InvalidClaimError("the sub claim is missing or not a non-empty string")
+        # One call for the three rules: this runs for every token not yet cached.
+        error = self._error(claims, True, True, True)
+        if error is not None:
+            raise error
         return exp
 
     def check_times(self, claims: Mapping[str, Any], now: float) -> float | None:
-        """Validate exp, nbf and iat only; return exp (None if absent and allowed)."""
+        """Validate exp, nbf and iat only; return exp (None if absent and allowed).
+
+        Raises:
+            InvalidClaimError: a time claim is missing or not a NumericDate.
+            ExpiredTokenError: exp is past (beyond the leeway).
+            ImmatureTokenError: nbf or iat is in the future (beyond the leeway).
+        """
         # Better Auth's exp and iat are in-range integers and it sets no nbf: that
         # case is checked inline; anything else goes through numeric_date.
         exp = claims.get("exp")
@@ -92,6 +83,60 @@ class ClaimRules:
         if iat is not None and now + self.leeway < iat:
             raise ImmatureTokenError("the token was issued in the future (check the clocks)")
         return None if exp is None else float(exp)
+
+    def times_error(self, claims: Mapping[str, Any], now: float) -> InvalidClaimError | None:
+        """The error :meth:`check_times` raises for ``claims`` at ``now``, or None."""
+        try:
+            self.check_times(claims, now)
+        except InvalidClaimError as error:
+            return error
+        return None
+
+    def issuer_error(self, claims: Mapping[str, Any]) -> InvalidIssuerError | None:
+        """None when ``iss`` is the expected issuer (or none is expected), else the error."""
+        return cast("InvalidIssuerError | None", self._error(claims, True, False, False))
+
+    def audience_error(self, claims: Mapping[str, Any]) -> InvalidAudienceError | None:
+        """None when ``aud`` names an accepted audience (or any is accepted), else the error."""
+        return cast("InvalidAudienceError | None", self._error(claims, False, True, False))
+
+    def sub_error(self, claims: Mapping[str, Any]) -> InvalidClaimError | None:
+        """None when ``sub`` is a non-empty string (or is not required), else the error."""
+        return self._error(claims, False, False, True)
+
+    def _error(
+        self, claims: Mapping[str, Any], issuer: bool, audience: bool, sub: bool
+    ) -> InvalidClaimError | None:
+        """The first broken rule among those asked for (iss, aud, sub), or None."""
+        if issuer and self.issuer is not None:
+            iss = claims.get("iss")
+            if iss != self.issuer or type(iss) is not str:
+                return InvalidIssuerError(
+                    f"iss is {short_repr(iss)} but the expected issuer is {self.issuer!r}"
+                )
+        if audience and self.audiences is not None:
+            aud = claims.get("aud")
+            if type(aud) is str:
+                matched = aud in self.audiences
+            elif type(aud) is list:
+                matched = any(type(a) is str and a in self.audiences for a in aud)
+            else:
+                matched = False
+            if not matched:
+                expected = one_of(self.audiences)
+                return InvalidAudienceError(
+                    f"aud is {short_repr(aud)} but the accepted audience is {expected}"
+                )
+        if sub and self.require_sub:
+            value = claims.get("sub")
+            if type(value) is not str or not value:
+                return InvalidClaimError("the sub claim is missing or not a non-empty string")
+        return None
+
+
+def one_of(names: frozenset[str]) -> str:
+    """``'a' or 'b'``: accepted values for a message, in a stable order."""
+    return " or ".join(repr(name) for name in sorted(names))
 
 
 def short_repr(value: object, limit: int = 80) -> str:

@@ -45,8 +45,8 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
+from ._authz import MISSING, Refusal, Requirement, http_response, user_in
 from ._user import BetterAuthUser
-from .guards import _MISSING, _http_response, _Refusal, _Requirement, _user_in
 
 __all__ = [
     "BetterAuthHTTPException",
@@ -90,7 +90,7 @@ class BetterAuthHTTPException(HTTPException):
         error: the :class:`~starlette_betterauth.errors.BetterAuthError` behind it.
     """
 
-    def __init__(self, refusal: _Refusal) -> None:
+    def __init__(self, refusal: Refusal) -> None:
         status, headers, _ = refusal.response
         super().__init__(
             status_code=status,
@@ -106,7 +106,7 @@ class BetterAuthHTTPException(HTTPException):
 
     def response(self) -> Response:
         """The answer the middleware would give: status, headers and JSON body."""
-        return _http_response(self._refusal.response)
+        return http_response(self._refusal.response)
 
 
 async def error_handler(request: Request, exc: Exception) -> Response:
@@ -124,7 +124,7 @@ async def optional_user(
     connection: HTTPConnection, _: Annotated[None, Security(bearer_scheme)]
 ) -> BetterAuthUser | None:
     """The signed-in user, or None for an anonymous caller (public route, ``optional=True``)."""
-    return _user_in(connection.scope, "optional_user")
+    return user_in(connection.scope, "optional_user")
 
 
 async def current_user(
@@ -135,9 +135,9 @@ async def current_user(
     Raises:
         BetterAuthHTTPException: 401, ``WWW-Authenticate: Bearer``.
     """
-    user = _user_in(connection.scope, "current_user")
+    user = user_in(connection.scope, "current_user")
     if user is None:
-        raise BetterAuthHTTPException(_MISSING)
+        raise BetterAuthHTTPException(MISSING)
     return user
 
 
@@ -147,16 +147,14 @@ CurrentUser = Annotated[BetterAuthUser, Depends(current_user)]
 OptionalUser = Annotated[BetterAuthUser | None, Depends(optional_user)]
 
 
-def _dependency(requirement: _Requirement, where: str) -> UserDependency:
+def _dependency(requirement: Requirement, where: str) -> UserDependency:
     async def dependency(
         connection: HTTPConnection, _: Annotated[None, Security(bearer_scheme)]
     ) -> BetterAuthUser:
-        user = _user_in(connection.scope, where)
-        refusal = requirement.check(user)
-        if refusal is not None:
-            raise BetterAuthHTTPException(refusal)
-        assert user is not None
-        return user
+        outcome = requirement.check(user_in(connection.scope, where))
+        if isinstance(outcome, Refusal):
+            raise BetterAuthHTTPException(outcome)
+        return outcome
 
     return dependency
 
@@ -186,7 +184,7 @@ def require_role(
         ConfigurationError: at import time, for an ambiguous or empty spelling.
         BetterAuthHTTPException: per request: 401 anonymous, 403 without the role.
     """
-    return _dependency(_Requirement("role", "require_role", roles, any_of, all_of), "require_role")
+    return _dependency(Requirement("role", "require_role", roles, any_of, all_of), "require_role")
 
 
 @overload
@@ -210,5 +208,5 @@ def require_scope(
         BetterAuthHTTPException: per request: 401 anonymous, 403 without the scope.
     """
     return _dependency(
-        _Requirement("scope", "require_scope", scopes, any_of, all_of), "require_scope"
+        Requirement("scope", "require_scope", scopes, any_of, all_of), "require_scope"
     )

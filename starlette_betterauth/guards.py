@@ -31,21 +31,16 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any, Final, TypeVar, cast, overload
 
 from starlette.requests import HTTPConnection
-from starlette.responses import Response
 from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketState
 
-from ._responses import ErrorResponse, error_response, missing_token, send_websocket_denial
-from ._user import BetterAuthUser
-from .errors import (
-    BetterAuthError,
-    ConfigurationError,
-    InsufficientRoleError,
-)
+from ._authz import Refusal, Requirement, describe, http_response, user_in
+from ._responses import ErrorResponse, send_websocket_denial
+from .errors import ConfigurationError
 
 __all__ = ["requires_role", "requires_scope"]
 
@@ -58,138 +53,6 @@ _CONNECTION_NAMES: Final = frozenset({"request", "websocket"})
 _VARIADIC: Final = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 # Annotations that say nothing, so a parameter named request or websocket is it.
 _UNTYPED: Final = (inspect.Parameter.empty, Any, object)
-
-
-class _Refusal:
-    """An authorization error and the response it is answered with, built once."""
-
-    __slots__ = ("error", "response")
-
-    def __init__(self, error: BetterAuthError) -> None:
-        self.error = error
-        self.response: ErrorResponse = error_response(error)
-
-
-#: The same answer the middleware gives a request without a token.
-_MISSING: Final = _Refusal(missing_token())
-
-
-class _Requirement:
-    """Roles or scopes an endpoint needs: one name, any of several, or all of several."""
-
-    __slots__ = ("_all", "_denied", "_names", "_scopes")
-
-    def __init__(
-        self,
-        kind: str,
-        where: str,
-        positional: tuple[object, ...],
-        any_of: Iterable[str] | None,
-        all_of: Iterable[str] | None,
-    ) -> None:
-        given = [form for form in (positional or None, any_of, all_of) if form is not None]
-        if len(given) != 1:
-            raise ConfigurationError(
-                f"{where} takes one {kind} ({where}('name')), any_of=(...) or all_of=(...); "
-                f"got {len(given)} of those"
-            )
-        if positional:
-            if len(positional) > 1 or not isinstance(positional[0], str):
-                raise ConfigurationError(_positional_message(kind, where, positional))
-            names = self._names_of(kind, where, "", positional)
-        else:
-            keyword = "any_of" if any_of is not None else "all_of"
-            names = self._names_of(kind, where, keyword, any_of if any_of is not None else all_of)
-        self._all = all_of is not None or len(names) == 1
-        if len(names) == 1:
-            description = f"the {names[0]!r} {kind}"
-        else:
-            description = f"{'all' if self._all else 'one'} of the {kind}s {', '.join(names)}"
-        self._names = frozenset(names)
-        self._scopes = kind == "scope"
-        self._denied = _Refusal(InsufficientRoleError(f"this endpoint needs {description}"))
-
-    @staticmethod
-    def _names_of(kind: str, where: str, keyword: str, value: object) -> tuple[str, ...]:
-        label = f"{where}({keyword}=...)" if keyword else where
-        if isinstance(value, str) or not isinstance(value, Iterable):
-            raise ConfigurationError(
-                f"{label} takes a tuple of {kind}s, e.g. {keyword}=('admin', 'editor'), "
-                f"got {value!r}"
-            )
-        names = tuple(value)
-        if not names:
-            raise ConfigurationError(f"{label} needs at least one {kind}")
-        # A role claim is split on commas and a scope claim on spaces, so such a
-        # name could never be held: it is a misspelt list.
-        for name in names:
-            if not isinstance(name, str) or not name.strip():
-                raise ConfigurationError(f"{label}: a {kind} is a non-empty string, got {name!r}")
-            joined = any(c.isspace() for c in name) if kind == "scope" else "," in name
-            if joined or name != name.strip():
-                raise ConfigurationError(
-                    f"{label}: {name!r} is not one {kind}; list several as "
-                    f"any_of=(...) (either) or all_of=(...) (every one)"
-                )
-        return tuple(dict.fromkeys(names))
-
-    def check(self, user: BetterAuthUser | None) -> _Refusal | None:
-        """None when ``user`` meets the requirement, else the refusal to answer with."""
-        if user is None:
-            return _MISSING
-        held = user.scopes if self._scopes else user.roles
-        allowed = self._names <= held if self._all else not self._names.isdisjoint(held)
-        return None if allowed else self._denied
-
-
-def _positional_message(kind: str, where: str, positional: tuple[object, ...]) -> str:
-    first = positional[0]
-    if callable(first):
-        return f"{where} needs a {kind}: write @{where}('name') above {_describe(first)}"
-    if len(positional) == 1 and isinstance(first, Iterable) and not isinstance(first, str):
-        positional = tuple(first)
-    if not all(isinstance(p, str) for p in positional):
-        return f"{where} takes {kind} names (strings), got {first!r}"
-    listed = ", ".join(repr(p) for p in positional)
-    return (
-        f"{where}({listed}) is ambiguous: write {where}(any_of=({listed})) "
-        f"to need one of them or {where}(all_of=({listed})) to need every one"
-    )
-
-
-def _describe(func: object) -> str:
-    module = getattr(func, "__module__", None)
-    name = getattr(func, "__qualname__", None)
-    if isinstance(name, str):
-        return f"{module}.{name}" if isinstance(module, str) else name
-    return repr(func)
-
-
-def _user_in(scope: Mapping[str, Any], where: str) -> BetterAuthUser | None:
-    """The user BetterAuthMiddleware put in ``scope["state"]``, None when anonymous.
-
-    Raises:
-        RuntimeError: the middleware did not run for this connection (a
-            misconfigured app fails closed, loudly).
-    """
-    state = scope.get("state")
-    if not isinstance(state, dict) or "user" not in state:
-        raise RuntimeError(
-            f"{where} found no user in request.state: add BetterAuthMiddleware to the app "
-            "(it must run before the endpoint)"
-        )
-    user = state["user"]
-    if user is None or isinstance(user, BetterAuthUser):
-        return user
-    raise RuntimeError(f"{where}: request.state.user is a {type(user).__name__}, not a user")
-
-
-def _http_response(prepared: ErrorResponse) -> Response:
-    """A fresh Response carrying exactly the middleware's status, headers and body."""
-    status, headers, body = prepared
-    response = Response(body, status_code=status)
-    response.raw_headers = list(headers)
-    return response
 
 
 async def _deny_websocket(websocket: WebSocket, prepared: ErrorResponse) -> None:
@@ -236,8 +99,8 @@ def _connection_parameter(func: Callable[..., Any]) -> tuple[str, int | None, bo
     return None
 
 
-def _guard(requirement: _Requirement, func: _F, where: str) -> _F:
-    name = _describe(func)
+def _guard(requirement: Requirement, func: _F, where: str) -> _F:
+    name = describe(func)
     if isinstance(func, staticmethod | classmethod):
         kind = type(func).__name__
         raise ConfigurationError(f"{where} got the {kind} {name}: put the guard below @{kind}")
@@ -283,8 +146,9 @@ def _guard(requirement: _Requirement, func: _F, where: str) -> _F:
 
     label = f"{where} on {name}"
 
-    def refusal_for(connection: HTTPConnection) -> _Refusal | None:
-        return requirement.check(_user_in(connection.scope, label))
+    def refusal_for(connection: HTTPConnection) -> Refusal | None:
+        outcome = requirement.check(user_in(connection.scope, label))
+        return outcome if isinstance(outcome, Refusal) else None
 
     wrapper: Callable[..., Any]
     if is_async:
@@ -298,7 +162,7 @@ def _guard(requirement: _Requirement, func: _F, where: str) -> _F:
             if isinstance(connection, WebSocket):
                 await _deny_websocket(connection, refusal.response)
                 return None
-            return _http_response(refusal.response)
+            return http_response(refusal.response)
 
         wrapper = async_guard
     else:
@@ -308,7 +172,7 @@ def _guard(requirement: _Requirement, func: _F, where: str) -> _F:
             refusal = refusal_for(connection_of(args, kwargs))
             if refusal is None:
                 return func(*args, **kwargs)
-            return _http_response(refusal.response)
+            return http_response(refusal.response)
 
         wrapper = sync_guard
 
@@ -361,7 +225,7 @@ def requires_role(
         ConfigurationError: at import time, for an ambiguous or empty spelling
             (``requires_role("a", "b")``) or a function it cannot guard.
     """
-    requirement = _Requirement("role", "requires_role", roles, any_of, all_of)
+    requirement = Requirement("role", "requires_role", roles, any_of, all_of)
 
     def decorator(func: _F) -> _F:
         return _guard(requirement, func, "requires_role")
@@ -395,7 +259,7 @@ def requires_scope(
         ConfigurationError: at import time, for an ambiguous or empty spelling
             or a function it cannot guard.
     """
-    requirement = _Requirement("scope", "requires_scope", scopes, any_of, all_of)
+    requirement = Requirement("scope", "requires_scope", scopes, any_of, all_of)
 
     def decorator(func: _F) -> _F:
         return _guard(requirement, func, "requires_scope")
