@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SERVER := examples/better-auth-server
 
-.PHONY: demo test lint check venv node chromium clean bench
+.PHONY: demo test lint check venv node chromium clean bench bench-http
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ bench: venv
 	$(PY) -m pip install --quiet -r bench/requirements.txt
 	$(PY) bench/micro.py
 	$(PY) bench/asgi.py
+
+# Needs wrk (Debian: apt-get install -y wrk); about 6 minutes.
+bench-http: venv
+	$(PY) -m pip install --quiet -r bench/requirements.txt
+	$(PY) bench/http_load.py
 
 clean:
 	rm -rf $(VENV) $(SERVER)/node_modules .coverage .mypy_cache .ruff_cache

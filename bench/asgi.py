@@ -1,0 +1,237 @@
+"""In-process ASGI benchmark: what the middleware adds to each request.
+
+One small Starlette app is called directly (no server, no sockets), bare and
+wrapped in ``BetterAuthMiddleware``, interleaved in one run on one event loop:
+
+- repeated token: every request carries the same token, answered from the
+  verified-token cache after the first;
+- first-seen tokens: every request carries a token the middleware has not seen
+  (a pool larger than the cache, cycled, so each one is verified in full and
+  evicts another), for each algorithm, next to ``cryptography``'s bare verify of
+  the same signature so the overhead beyond the signature shows.
+
+Run: ``python bench/asgi.py`` (``--quick`` for a smoke run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import statistics
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from benchkit import (
+    ALGORITHMS,
+    interleaved,
+    machine,
+    median,
+    paired_median,
+    quiet_gc,
+    table,
+    timed_loop,
+    verdict,
+)
+from jwt.api_jwk import PyJWK
+from micro import cycling, floor_verifier
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Scope
+
+from starlette_betterauth import BetterAuthMiddleware
+from starlette_betterauth.testing import Issuer, JWKSServer
+
+#: Repeated-token target: at most this many µs over the bare app.
+TARGET_REPEATED_US = 5.0
+
+_HEADERS = [
+    (b"host", b"127.0.0.1:8000"),
+    (b"user-agent", b"bench/1.0"),
+    (b"accept", b"*/*"),
+]
+
+
+async def hello(request: Request) -> PlainTextResponse:
+    """The endpoint under test."""
+    return PlainTextResponse("hello")
+
+
+def make_app() -> Starlette:
+    """The bare app: one route, one short text answer."""
+    return Starlette(routes=[Route("/hello", hello)])
+
+
+async def _receive() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def _send(message: Message) -> None:
+    if message["type"] == "http.response.start" and message["status"] != 200:
+        raise RuntimeError(f"the app answered {message['status']}")
+
+
+def _scope(token: str) -> Scope:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/hello",
+        "raw_path": b"/hello",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [*_HEADERS, (b"authorization", f"Bearer {token}".encode("ascii"))],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+
+def requests(
+    app: ASGIApp, tokens: list[str], batch: int
+) -> Callable[[], Coroutine[Any, Any, float]]:
+    """A coroutine factory: ``batch`` requests through ``app``, µs per request."""
+    scopes = itertools.cycle([_scope(token) for token in tokens])
+
+    async def run() -> float:
+        start = time.perf_counter_ns()
+        for _ in range(batch):
+            # A fresh scope per request, as a server makes one (the middleware writes to it).
+            await app(dict(next(scopes)), _receive, _send)
+        return (time.perf_counter_ns() - start) / batch / 1000
+
+    return run
+
+
+def on_loop(
+    loop: asyncio.AbstractEventLoop, factory: Callable[[], Coroutine[Any, Any, float]]
+) -> Callable[[int], float]:
+    """A candidate for :func:`interleaved` that runs ``factory()`` on ``loop``."""
+    return lambda _round: loop.run_until_complete(factory())
+
+
+def middleware(app: ASGIApp, server: JWKSServer, cache_size: int) -> BetterAuthMiddleware:
+    """The package's middleware as a user would add it, around ``app``."""
+    return BetterAuthMiddleware(
+        app,
+        base_url=server.url,
+        token_cache_size=cache_size,
+        jwks_options={"ttl": 3600.0, "min_ttl": 3600.0},
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the in-process benchmark and print its tables."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds")
+    parser.add_argument("--algorithms", default=",".join(ALGORITHMS), help="comma-separated")
+    args = parser.parse_args(argv)
+    rounds = args.rounds or (3 if args.quick else 21)
+    pool = 8 if args.quick else 400
+    fast_batch = 200 if args.quick else 5000
+    slow_ms = 2.0 if args.quick else 25.0
+    app = make_app()
+    loop = asyncio.new_event_loop()
+    try:
+        with JWKSServer(Issuer()) as server:
+            issuer = server.issuer
+            # Repeated token: the default cache, one token.
+            repeated = middleware(app, server, 10_000)
+            token = issuer.token(role="user")
+            loop.run_until_complete(requests(repeated, [token], 1)())  # verify, then cached
+            samples = interleaved(
+                {
+                    "bare": on_loop(loop, requests(app, [token], fast_batch)),
+                    "repeated": on_loop(loop, requests(repeated, [token], fast_batch)),
+                },
+                rounds,
+            )
+            bare = median(samples["bare"])
+            over = paired_median(samples["repeated"], samples["bare"], ratio=False)
+            repeated_rows = [
+                [
+                    "repeated token (cache hit)",
+                    f"{bare:.1f}",
+                    f"{median(samples['repeated']):.1f}",
+                    f"{over:+.1f}",
+                    f"{paired_median(samples['bare'], samples['repeated'], ratio=True):.2f}x",
+                    f"at most +{TARGET_REPEATED_US:.0f} µs: {verdict(over <= TARGET_REPEATED_US)}",
+                ]
+            ]
+            first_rows = []
+            for alg in args.algorithms.split(","):
+                key = issuer.rotate(alg)
+                tokens = [issuer.token(key=key, role="user") for _ in range(pool)]
+                # Half the pool fits: cycling through it, every request misses and evicts.
+                first_seen = middleware(app, server, pool // 2)
+                loop.run_until_complete(requests(first_seen, tokens[:1], 1)())  # load the keys
+                public_key = PyJWK(key.public_jwk, alg).key
+                floor = cycling([floor_verifier(alg, public_key, token) for token in tokens])
+                with quiet_gc():
+                    start = time.perf_counter()
+                    for _ in range(20):
+                        floor()
+                    estimate = (time.perf_counter() - start) / 20 * 1e6
+                batch = max(5, int(slow_ms * 1000 / estimate))
+                samples = interleaved(
+                    {
+                        "bare": on_loop(loop, requests(app, tokens, batch)),
+                        "first": on_loop(loop, requests(first_seen, tokens, batch)),
+                        "floor": timed_loop(floor, batch),
+                    },
+                    rounds,
+                )
+                added = paired_median(samples["first"], samples["bare"], ratio=False)
+                signature = median(samples["floor"])
+                beyond = statistics.median(
+                    first - bare - floor
+                    for first, bare, floor in zip(
+                        samples["first"], samples["bare"], samples["floor"], strict=True
+                    )
+                )
+                first_rows.append(
+                    [
+                        alg,
+                        f"{median(samples['bare']):.1f}",
+                        f"{median(samples['first']):.1f}",
+                        f"{added:+.1f}",
+                        f"{signature:.1f}",
+                        f"{beyond:+.1f}",
+                        f"{paired_median(samples['bare'], samples['first'], ratio=True):.2f}x",
+                    ]
+                )
+    finally:
+        loop.close()
+    print(f"## asgi: µs per request in process ({'quick' if args.quick else 'full'} run)\n")
+    print(f"Machine: {machine()}\n")
+    print(f"{rounds} interleaved rounds; medians, differences and ratios over same-round pairs.\n")
+    print(
+        table(
+            ["case", "bare app µs", "with middleware µs", "added", "bare / with", "target"],
+            repeated_rows,
+        )
+    )
+    print()
+    print(
+        table(
+            [
+                "first-seen tokens",
+                "bare app µs",
+                "with middleware µs",
+                "added",
+                "signature alone µs",
+                "added beyond the signature",
+                "bare / with",
+            ],
+            first_rows,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""The benchmarks keep working: micro and in-process ASGI, in their short --quick mode.
+
+These run the scripts as a user would and check that every table row is
+printed; they assert nothing about timings (the HTTP benchmark needs wrk and is
+not run here).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+ALGORITHMS = ("EdDSA", "ES256", "ES512", "RS256", "PS256")
+
+
+def run(script: str) -> str:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / script), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.timeout(150)
+def test_micro_prints_a_row_per_algorithm() -> None:
+    output = run("micro.py")
+    assert "## micro: µs per verification (quick run)" in output
+    assert "| alg | floor µs | this package µs |" in output
+    for alg in ALGORITHMS:
+        row = next(line for line in output.splitlines() if line.startswith(f"| {alg} |"))
+        assert len(row.split("|")) == 12  # ten cells
+
+
+@pytest.mark.timeout(150)
+def test_asgi_prints_the_repeated_and_first_seen_rows() -> None:
+    output = run("asgi.py")
+    assert "## asgi: µs per request in process (quick run)" in output
+    assert "| repeated token (cache hit) |" in output
+    for alg in ALGORITHMS:
+        row = next(line for line in output.splitlines() if line.startswith(f"| {alg} |"))
+        assert len(row.split("|")) == 9  # seven cells
