@@ -31,17 +31,6 @@ RunCLI = Callable[..., tuple[int, str, str]]
 
 
 @pytest.fixture
-def issuer() -> Issuer:
-    return Issuer()
-
-
-@pytest.fixture
-def server(issuer: Issuer) -> Iterator[JWKSServer]:
-    with JWKSServer(issuer) as running:
-        yield running
-
-
-@pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> RunCLI:
     """Run the command line in-process; return (exit code, stdout, stderr)."""
     monkeypatch.delenv("BETTER_AUTH_URL", raising=False)

@@ -10,7 +10,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Any
 
 import httpx
@@ -163,17 +163,6 @@ def make_app(url: str, *, handler: bool, **options: Any) -> FastAPI:
         app.add_exception_handler(BetterAuthHTTPException, error_handler)
     app.include_router(router)
     return app
-
-
-@pytest.fixture
-def issuer() -> Issuer:
-    return Issuer()
-
-
-@pytest.fixture
-def server(issuer: Issuer) -> Iterator[JWKSServer]:
-    with JWKSServer(issuer) as running:
-        yield running
 
 
 @pytest.fixture(params=[True, False], ids=["error_handler", "fastapi_handler"])

@@ -180,17 +180,6 @@ def make_app(url: str, **options: Any) -> Starlette:
 
 
 @pytest.fixture
-def issuer() -> Issuer:
-    return Issuer()
-
-
-@pytest.fixture
-def server(issuer: Issuer) -> Iterator[JWKSServer]:
-    with JWKSServer(issuer) as running:
-        yield running
-
-
-@pytest.fixture
 async def client(server: JWKSServer) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=make_app(server.url))
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
