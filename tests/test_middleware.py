@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from _serving import websocket_session
 from starlette.applications import Starlette
 from starlette.authentication import requires
 from starlette.middleware import Middleware
@@ -284,49 +285,16 @@ async def test_lifespan_passes_through_and_warms(server: JWKSServer) -> None:
     assert server.requests == 1
 
 
-async def run_websocket(
-    app: Starlette, headers: list[tuple[bytes, bytes]], *, denial: bool
-) -> list[Message]:
-    """Drive one websocket handshake through the ASGI app, as a server would."""
-    inbox: list[Message] = [{"type": "websocket.connect"}, {"type": "websocket.disconnect"}]
-    sent: list[Message] = []
-    scope: Scope = {
-        "type": "websocket",
-        "asgi": {"version": "3.0"},
-        "path": "/ws",
-        "raw_path": b"/ws",
-        "root_path": "",
-        "query_string": b"",
-        "headers": headers,
-        "scheme": "ws",
-        "server": ("127.0.0.1", 80),
-        "client": ("127.0.0.1", 5000),
-        "subprotocols": [],
-        "extensions": {"websocket.http.response": {}} if denial else {},
-    }
-
-    async def receive() -> Message:
-        return inbox.pop(0)
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    receive_: Receive = receive
-    send_: Send = send
-    await app(scope, receive_, send_)
-    return sent
-
-
 async def test_websocket_accepted_with_token(server: JWKSServer, issuer: Issuer) -> None:
     app = make_app(base_url=server.url)
     token = issuer.token(user_id="ws-user")
-    sent = await run_websocket(app, [(b"authorization", f"Bearer {token}".encode())], denial=True)
+    sent = await websocket_session(app, "/ws", token=token)
     assert sent[0]["type"] == "websocket.accept"
     assert sent[1] == {"type": "websocket.send", "text": "ws-user"}
 
 
 async def test_websocket_denied_with_http_401(server: JWKSServer) -> None:
-    sent = await run_websocket(make_app(base_url=server.url), [], denial=True)
+    sent = await websocket_session(make_app(base_url=server.url), "/ws")
     assert sent[0]["type"] == "websocket.http.response.start"
     assert sent[0]["status"] == 401
     assert (b"www-authenticate", b"Bearer") in sent[0]["headers"]
@@ -334,7 +302,7 @@ async def test_websocket_denied_with_http_401(server: JWKSServer) -> None:
 
 
 async def test_websocket_closed_1008_without_denial_extension(server: JWKSServer) -> None:
-    sent = await run_websocket(make_app(base_url=server.url), [], denial=False)
+    sent = await websocket_session(make_app(base_url=server.url), "/ws", denial_extension=False)
     assert sent == [{"type": "websocket.close", "code": 1008, "reason": "unauthorized"}]
 
 

@@ -14,13 +14,13 @@ from typing import Any
 
 import httpx
 import pytest
+from _serving import websocket_session
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
-from starlette.types import Message
 from starlette.websockets import WebSocket
 
 from starlette_betterauth import BetterAuthMiddleware, JWKSCache
@@ -78,31 +78,7 @@ def make_app(**options: Any) -> Starlette:
 
 async def websocket_handshake(app: Starlette, token: str | None) -> str:
     """One websocket handshake through the ASGI app; the first message type sent back."""
-    inbox: list[Message] = [{"type": "websocket.connect"}, {"type": "websocket.disconnect"}]
-    sent: list[Message] = []
-
-    async def receive() -> Message:
-        return inbox.pop(0)
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    headers = [] if token is None else [(b"authorization", f"Bearer {token}".encode())]
-    scope = {
-        "type": "websocket",
-        "asgi": {"version": "3.0"},
-        "path": "/ws",
-        "raw_path": b"/ws",
-        "query_string": b"",
-        "headers": headers,
-        "scheme": "ws",
-        "server": ("app", 80),
-        "client": ("127.0.0.1", 5000),
-        "subprotocols": [],
-        "extensions": {"websocket.http.response": {}},
-    }
-    await app(scope, receive, send)
-    first: str = sent[0]["type"]
+    first: str = (await websocket_session(app, "/ws", token=token))[0]["type"]
     return first
 
 
