@@ -213,7 +213,6 @@ class BetterAuthMiddleware:
         )
         self._retry_after = max(1, round(verifier.jwks.retry_interval))
         self._missing_error = missing_token()
-        self._missing = error_response(self._missing_error)
         # Answers by (error class, message), built once: refusals repeat, and
         # building one costs more than most refusals themselves.
         self._answers: dict[tuple[type[BetterAuthError], str], ErrorResponse] = {}
@@ -276,13 +275,10 @@ class BetterAuthMiddleware:
         error: BetterAuthError,
         token: str | None,
     ) -> None:
-        if error is self._missing_error:
-            response: ErrorResponse = self._missing
-        else:
-            answer = (type(error), error.message)
-            response = self._answers.get(answer) or error_response(
-                error, retry_after=self._retry_after
-            )
+        answer = (type(error), error.message)
+        response = self._answers.get(answer)
+        if response is None:
+            response = error_response(error, retry_after=self._retry_after)
             if len(self._answers) < _MAX_ANSWERS:
                 self._answers[answer] = response
         reason = type(error).__name__
