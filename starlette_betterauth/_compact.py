@@ -30,9 +30,6 @@ MAX_HEADER_LENGTH = 1024
 _COMPACT = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)")
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-# Canonical base64url: the bits a last character carries past the data must be 0.
-_SPARE_BITS = {2: 0b1111, 3: 0b11}
-_LAST_VALUE = {c: i for i, c in enumerate(_ALPHABET)}
 _TO_STANDARD = str.maketrans("-_", "+/")
 _PADDING = ("", "", "==", "=")
 # base64url -> standard base64; "+", "/" and "=" are not base64url, so they become
@@ -49,6 +46,7 @@ def _spare_bits_table(mask: int) -> bytes:
     return bytes(table)
 
 
+# Canonical base64url: the bits a last character carries past the data must be 0.
 # By segment length % 4, which last characters are not canonical (spare bits set).
 _NOT_CANONICAL = (bytes(256), bytes(256), _spare_bits_table(0b1111), _spare_bits_table(0b11))
 
@@ -71,11 +69,11 @@ def decode_segment(segment: str, name: str) -> bytes:
     remainder = len(segment) % 4
     if remainder == 1:
         _fail(f"the {name} is not valid base64url (impossible length)")
-    mask = _SPARE_BITS.get(remainder)
-    if mask is not None and _LAST_VALUE[segment[-1]] & mask:
+    standard = segment.translate(_TO_STANDARD)
+    if _NOT_CANONICAL[remainder][ord(standard[-1])]:
         _fail(f"the {name} is not canonical base64url (non-zero trailing bits)")
     try:
-        return binascii.a2b_base64(segment.translate(_TO_STANDARD) + _PADDING[remainder])
+        return binascii.a2b_base64(standard + _PADDING[remainder])
     except binascii.Error:  # pragma: no cover - the alphabet and length were checked
         _fail(f"the {name} is not valid base64url")
 
