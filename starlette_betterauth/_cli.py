@@ -27,11 +27,19 @@ import anyio
 
 from ._claims import MAX_NUMERIC_DATE, one_of, short_repr
 from ._compact import MAX_TOKEN_LENGTH, ParsedToken, parse_token
-from ._config import ENV_BASE_URL, ServerSettings, resolve_server
 from ._jwks import JWKSCache
 from ._keys import SUPPORTED_ALGORITHMS
+from ._observability import token_fingerprint
+from ._settings import (
+    DEFAULT_LEEWAY,
+    ENV_BASE_URL,
+    KeySetOptions,
+    ResolvedSettings,
+    VerifierSettings,
+    resolve_settings,
+)
 from ._user import UserBuilder
-from ._verifier import DEFAULT_LEEWAY, TokenVerifier, VerifiedToken
+from ._verifier import TokenVerifier, VerifiedToken
 from .errors import (
     BannedUserError,
     BetterAuthError,
@@ -49,7 +57,6 @@ from .errors import (
     UnknownKeyError,
     UnsupportedAlgorithmError,
 )
-from .middleware import token_fingerprint
 
 __all__ = ["EXIT_KEY_SERVER", "EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE", "build_parser", "run"]
 
@@ -422,37 +429,25 @@ def _try_parse(token: str) -> ParsedToken | None:
 # -- server settings ---------------------------------------------------------------
 
 
-def _settings(args: argparse.Namespace, *, identity: bool = True) -> ServerSettings:
+def _settings(args: argparse.Namespace, *, identity: bool = True) -> ResolvedSettings:
+    """The command line's options as the middleware's settings, resolved the same way."""
     if args.base_url is None and args.jwks_url is None and not os.environ.get(ENV_BASE_URL):
         raise _UsageError(
             "no Better Auth server given: pass --base-url URL (the server's baseURL), or "
             f"--jwks-url URL with --issuer and --audience, or set {ENV_BASE_URL}"
         )
-    return resolve_server(
-        base_url=args.base_url,
-        jwks_url=args.jwks_url,
-        issuer=args.issuer,
-        audience=args.audience,
-        verify_issuer=identity and not args.no_verify_issuer,
-        verify_audience=identity and not args.no_verify_audience,
-    )
-
-
-def _cache(settings: ServerSettings, args: argparse.Namespace) -> JWKSCache:
-    algorithms = args.algorithms or SUPPORTED_ALGORITHMS
-    return JWKSCache(settings.jwks_url, algorithms=algorithms, timeout=args.timeout)
-
-
-def _verifier(
-    cache: JWKSCache, settings: ServerSettings, args: argparse.Namespace
-) -> TokenVerifier:
-    return TokenVerifier(
-        cache,
-        issuer=settings.issuer,
-        audience=settings.audiences,
-        algorithms=args.algorithms,
-        leeway=args.leeway,
-    )
+    settings: VerifierSettings = {
+        "base_url": args.base_url,
+        "jwks_url": args.jwks_url,
+        "issuer": args.issuer,
+        "audience": args.audience,
+        "verify_issuer": identity and not args.no_verify_issuer,
+        "verify_audience": identity and not args.no_verify_audience,
+        "algorithms": args.algorithms,
+        "leeway": args.leeway,
+        "key_set": KeySetOptions(timeout=args.timeout),
+    }
+    return resolve_settings(settings)
 
 
 # -- explanations ------------------------------------------------------------------
@@ -664,8 +659,7 @@ def _print_members(members: Mapping[str, Any], times: Mapping[str, Mapping[str, 
 def _cmd_verify(args: argparse.Namespace) -> int:
     token = _read_token(args.token)
     settings = _settings(args)
-    cache = _cache(settings, args)
-    verifier = _verifier(cache, settings, args)
+    verifier = TokenVerifier.from_settings(settings)
     code: int = anyio.run(_verify, args, token, verifier)
     return code
 
@@ -748,8 +742,7 @@ def _identity_summary(verifier: TokenVerifier) -> str:
 
 
 def _cmd_jwks(args: argparse.Namespace) -> int:
-    settings = _settings(args, identity=False)
-    cache = _cache(settings, args)
+    cache = TokenVerifier.from_settings(_settings(args, identity=False)).jwks
     code: int = anyio.run(_jwks, args, cache)
     return code
 
@@ -829,14 +822,13 @@ class _Check:
 def _cmd_doctor(args: argparse.Namespace) -> int:
     token = _read_token(args.token) if args.token is not None else None
     settings = _settings(args)
-    cache = _cache(settings, args)
-    verifier = _verifier(cache, settings, args)
+    verifier = TokenVerifier.from_settings(settings)
     code: int = anyio.run(_doctor, args, settings, verifier, token)
     return code
 
 
 async def _doctor(
-    args: argparse.Namespace, settings: ServerSettings, verifier: TokenVerifier, token: str | None
+    args: argparse.Namespace, settings: ResolvedSettings, verifier: TokenVerifier, token: str | None
 ) -> int:
     cache = verifier.jwks
     checks: list[_Check] = []
