@@ -29,10 +29,25 @@ class BetterAuthUser(BaseUser):
             one comma-separated string, ``"user,admin"``, which becomes
             ``frozenset({"user", "admin"})``.
         scopes: OAuth scopes from a space-separated ``scope`` claim.
-        claims: a read-only mapping of the whole verified payload.
+        claims: a read-only mapping of the whole verified payload (for a
+            session: the session's user object, with ``sub`` its id).
+        kind: which credential authenticated the user: ``"jwt"``,
+            ``"session_cookie"`` or ``"session_token"``.
+        session_id: the Better Auth session's id, where known.
+        expires_at: when the credential stops being valid (Unix seconds), where known.
     """
 
-    __slots__ = ("claims", "email", "id", "name", "roles", "scopes")
+    __slots__ = (
+        "claims",
+        "email",
+        "expires_at",
+        "id",
+        "kind",
+        "name",
+        "roles",
+        "scopes",
+        "session_id",
+    )
 
     id: str
     email: str | None
@@ -40,6 +55,9 @@ class BetterAuthUser(BaseUser):
     roles: frozenset[str]
     scopes: frozenset[str]
     claims: Mapping[str, Any]
+    kind: str
+    session_id: str | None
+    expires_at: float | None
 
     def __init__(
         self,
@@ -50,6 +68,9 @@ class BetterAuthUser(BaseUser):
         roles: frozenset[str],
         scopes: frozenset[str],
         claims: Mapping[str, Any],
+        kind: str = "jwt",
+        session_id: str | None = None,
+        expires_at: float | None = None,
     ) -> None:
         # One user object is shared by every request carrying the same token
         # (the verified-token cache), so it is immutable.
@@ -60,6 +81,9 @@ class BetterAuthUser(BaseUser):
         setter(self, "roles", roles)
         setter(self, "scopes", scopes)
         setter(self, "claims", claims)
+        setter(self, "kind", kind)
+        setter(self, "session_id", session_id)
+        setter(self, "expires_at", expires_at)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"BetterAuthUser is immutable; cannot set {name!r}")
@@ -87,7 +111,15 @@ class BetterAuthUser(BaseUser):
         return role in self.roles
 
     def __repr__(self) -> str:
-        return f"BetterAuthUser(id={self.id!r}, email={self.email!r}, roles={sorted(self.roles)})"
+        return (
+            f"BetterAuthUser(id={self.id!r}, email={self.email!r}, roles={sorted(self.roles)}, "
+            f"kind={self.kind!r})"
+        )
+
+
+def _sid(claims: Mapping[str, Any]) -> str | None:
+    sid = claims.get("sid")
+    return sid if type(sid) is str else None
 
 
 def _split(value: object, separator: str) -> frozenset[str]:
@@ -153,7 +185,14 @@ class UserBuilder:
             )
         self.allow_banned = allow_banned
 
-    def build(self, claims: Mapping[str, Any]) -> tuple[BetterAuthUser, tuple[str, ...]]:
+    def build(
+        self,
+        claims: Mapping[str, Any],
+        *,
+        kind: str = "jwt",
+        session_id: str | None = None,
+        expires_at: float | None = None,
+    ) -> tuple[BetterAuthUser, tuple[str, ...]]:
         """Return the user and its credential scopes; raise BannedUserError for a banned user.
 
         The scopes are a tuple so a cached result can be shared: build a fresh
@@ -172,6 +211,9 @@ class UserBuilder:
             roles=roles,
             scopes=scopes,
             claims=claims,
+            kind=kind,
+            session_id=session_id if session_id is not None else _sid(claims),
+            expires_at=expires_at,
         )
         granted = ("authenticated", *sorted(f"role:{r}" for r in roles))
         return user, (*granted, *sorted(f"scope:{s}" for s in scopes))

@@ -22,7 +22,8 @@ Every error the package raises derives from :class:`BetterAuthError`; no raw
     │       └── (subclass it for your own rules)
     ├── AuthorizationError            403: authenticated, but not allowed
     │   ├── InsufficientRoleError         the user lacks a required role or scope
-    │   └── BannedUserError               the token says the user is banned
+    │   ├── BannedUserError               the token says the user is banned
+    │   └── CrossSiteRequestError         a cookie-authenticated request from an untrusted origin
     └── KeySetError                   503: no usable key set can be had
         ├── KeySetFetchError              the key server was unreachable, slow, or answered an error
         └── KeySetInvalidError            the key server answered no usable key set
@@ -40,6 +41,7 @@ __all__ = [
     "BannedUserError",
     "BetterAuthError",
     "ConfigurationError",
+    "CrossSiteRequestError",
     "ExpiredTokenError",
     "ImmatureTokenError",
     "InsufficientRoleError",
@@ -153,6 +155,12 @@ class InsufficientRoleError(AuthorizationError):
 
 class BannedUserError(AuthorizationError):
     """The token says the user is banned (Better Auth's admin plugin)."""
+
+    error_code = None
+
+
+class CrossSiteRequestError(AuthorizationError):
+    """A cookie-authenticated unsafe request or websocket came from an untrusted origin."""
 
     error_code = None
 

@@ -41,8 +41,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from starlette_betterauth import BetterAuthMiddleware, KeySetOptions
-from starlette_betterauth._auth_header import MAX_AUTHORIZATION_LENGTH
 from starlette_betterauth._compact import MAX_HEADER_LENGTH, MAX_TOKEN_LENGTH
+from starlette_betterauth._headers import MAX_AUTHORIZATION_LENGTH
 from starlette_betterauth.testing import ALGORITHMS, Issuer, JWKSServer, SigningKey, b64url
 
 # Loading the CA bundle dominates creating an httpx client: do it once.
