@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 
 from starlette.types import Message, Receive, Send
 
-from .errors import BetterAuthError, KeySetError, MissingTokenError
+from .errors import BetterAuthError, MissingTokenError, ServiceUnavailableError
 
 __all__ = [
     "ErrorResponse",
@@ -44,8 +45,10 @@ def error_response(error: BetterAuthError, *, retry_after: int = 5) -> ErrorResp
         (b"www-authenticate", challenge.encode("ascii")),
         (b"cache-control", b"no-store"),
     ]
-    if isinstance(error, KeySetError):
-        headers.append((b"retry-after", str(retry_after).encode("ascii")))
+    if isinstance(error, ServiceUnavailableError):
+        wait = error.retry_after
+        seconds = retry_after if wait is None else max(1, math.ceil(wait))
+        headers.append((b"retry-after", str(seconds).encode("ascii")))
     document = {
         "error": error.error_code or _default_code(error),
         "error_description": error.message,
@@ -56,7 +59,7 @@ def error_response(error: BetterAuthError, *, retry_after: int = 5) -> ErrorResp
 
 
 def _default_code(error: BetterAuthError) -> str:
-    if isinstance(error, KeySetError):
+    if isinstance(error, ServiceUnavailableError):
         return "temporarily_unavailable"
     return "unauthorized" if error.status_code == 401 else "forbidden"
 

@@ -68,6 +68,9 @@ class TokenVerifier:
         leeway: seconds of clock skew tolerated on exp, nbf and iat.
         require_exp: refuse tokens without ``exp`` (the default; an opt-out exists).
         require_sub: refuse tokens without a non-empty string ``sub``.
+        typ: the header ``typ`` required (e.g. Better Auth's session cookie cache,
+            ``"better-auth.session-cache+jwt"``); by default ``typ`` may be absent,
+            ``JWT`` or ``at+jwt``.
     """
 
     def __init__(
@@ -80,8 +83,10 @@ class TokenVerifier:
         leeway: float = DEFAULT_LEEWAY,
         require_exp: bool = True,
         require_sub: bool = True,
+        typ: str | None = None,
     ) -> None:
         self.jwks = jwks
+        self.typ = typ.lower() if typ is not None else None
         self.algorithms = (
             check_algorithms(algorithms) if algorithms is not None else jwks.algorithms
         )
@@ -184,8 +189,12 @@ class TokenVerifier:
         kid = header.get("kid")
         if type(kid) is not str or not 0 < len(kid) <= _MAX_KID_LENGTH:
             raise MalformedTokenError("the token header has no usable kid")
+        if self.typ is not None:
+            typ = header.get("typ")
+            if type(typ) is not str or typ.lower() != self.typ:
+                raise InvalidTokenError(f"the token's typ {short_repr(typ)} is not {self.typ!r}")
         if len(header) > 2:
-            _check_extra_header(header)
+            _check_extra_header(header, self.typ is None)
         key = await self.jwks.get_key(kid)
         if alg not in key.algorithms:
             raise UnsupportedAlgorithmError(
@@ -199,11 +208,11 @@ class TokenVerifier:
         return VerifiedToken(MappingProxyType(claims), MappingProxyType(header), kid, alg, exp)
 
 
-def _check_extra_header(header: Mapping[str, Any]) -> None:
+def _check_extra_header(header: Mapping[str, Any], check_typ: bool) -> None:
     if "crit" in header:
         raise MalformedTokenError("the token header has a crit member this verifier cannot honour")
     if "b64" in header and header["b64"] is not True:
         raise MalformedTokenError("unencoded payloads (b64) are not accepted")
     typ = header.get("typ")
-    if typ is not None and (type(typ) is not str or typ.lower() not in _ACCEPTED_TYP):
+    if check_typ and typ is not None and (type(typ) is not str or typ.lower() not in _ACCEPTED_TYP):
         raise InvalidTokenError(f"the token's typ {short_repr(typ)} is not a JWT type")

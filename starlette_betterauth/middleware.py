@@ -33,7 +33,7 @@ from ._token_cache import TokenCache
 from ._user import RoleSource, UserBuilder
 from ._verifier import TokenVerifier
 from .credentials import Context, Credential, Principal, bind_kinds
-from .errors import BetterAuthError, ConfigurationError, KeySetError
+from .errors import BetterAuthError, ConfigurationError, KeySetError, ServiceUnavailableError
 
 __all__ = ["BetterAuthMiddleware", "token_fingerprint"]
 
@@ -158,8 +158,8 @@ class BetterAuthMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope_type = scope["type"]
         if scope_type != "http" and scope_type != "websocket":
-            if scope_type == "lifespan" and self.warm_on_startup:
-                receive = self._warming(receive)
+            if scope_type == "lifespan":
+                receive = self._lifespan(receive)
             await self.app(scope, receive, send)
             return
         credential = None
@@ -213,14 +213,17 @@ class BetterAuthMiddleware:
         error: BetterAuthError,
         credential: str | None,
     ) -> None:
+        unavailable = isinstance(error, ServiceUnavailableError)
+        # An error with its own Retry-After gets an answer of its own.
+        timed = isinstance(error, ServiceUnavailableError) and error.retry_after is not None
         answer = (type(error), error.message)
-        response = self._answers.get(answer)
+        response = None if timed else self._answers.get(answer)
         if response is None:
             response = error_response(error, retry_after=self._retry_after)
-            if len(self._answers) < _MAX_ANSWERS:
+            if not timed and len(self._answers) < _MAX_ANSWERS:
                 self._answers[answer] = response
         reason = type(error).__name__
-        level = logging.WARNING if isinstance(error, KeySetError) else self.log_level
+        level = logging.WARNING if unavailable else self.log_level
         if logger.isEnabledFor(level):
             logger.log(
                 level,
@@ -253,16 +256,29 @@ class BetterAuthMiddleware:
         else:
             await send_websocket_denial(scope.get("extensions"), receive, send, response)
 
-    def _warming(self, receive: Receive) -> Receive:
+    async def aclose(self) -> None:
+        """Close the HTTP clients the middleware's credential kinds and key-set cache opened.
+
+        Called at the app's lifespan shutdown; call it yourself where no
+        lifespan runs (tests that build the middleware directly).
+        """
+        for kind in self.kinds:
+            await kind.aclose()
+        await self.verifier.jwks.aclose()
+
+    def _lifespan(self, receive: Receive) -> Receive:
+        """Warm the key set at startup (``warm_on_startup``) and close clients at shutdown."""
         jwks = self.verifier.jwks
 
-        async def receive_and_warm() -> Message:
+        async def receive_and_act() -> Message:
             message = await receive()
-            if message["type"] == "lifespan.startup":
+            if message["type"] == "lifespan.startup" and self.warm_on_startup:
                 try:
                     await jwks.refresh()
                 except KeySetError as exc:
                     logger.warning("key set not loaded at startup: %s", exc.message)
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
             return message
 
-        return receive_and_warm
+        return receive_and_act
