@@ -440,7 +440,7 @@ class SessionClient:
             raise SessionServiceError(
                 f"the get-session answer is larger than {self.max_body_size} bytes"
             ) from exc
-        except TimeoutError as exc:
+        except (TimeoutError, httpx.TimeoutException) as exc:
             raise self._back_off(
                 f"get-session did not answer within {self.timeout:g} s", None
             ) from exc
