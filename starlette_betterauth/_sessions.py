@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.cookiejar import CookieJar, DefaultCookiePolicy
@@ -27,6 +26,7 @@ import httpx
 
 from ._cookies import encode_cookie_value
 from ._http import BodyTooLarge, parse_retry_after, read_limited
+from ._observability import EventHook, emit, logger
 from ._settings import check_http_url
 from .errors import ConfigurationError, InvalidSessionError, SessionServiceError
 
@@ -38,8 +38,6 @@ __all__ = [
     "SessionCredential",
     "SessionRecord",
 ]
-
-logger = logging.getLogger("starlette_betterauth")
 
 #: Longest cookie value or bearer token sent to get-session, in characters.
 MAX_CREDENTIAL_LENGTH = 4096
@@ -251,7 +249,7 @@ class SessionClient:
         timeout: float = 5.0,
         max_body_size: int = 256 * 1024,
         retry_interval: float = 1.0,
-        on_event: Callable[[str, Mapping[str, Any]], None] | None = None,
+        on_event: EventHook | None = None,
     ) -> None:
         check_http_url("the get-session URL", url)
         for name, number in (("cache_size", cache_size), ("max_body_size", max_body_size)):
@@ -576,10 +574,7 @@ class SessionClient:
             "reason": reason,
             "duration": duration,
         }
-        try:
-            self._on_event("session_lookup", data)
-        except Exception:  # an observer must never break authentication
-            logger.exception("the on_event hook raised on 'session_lookup'")
+        emit(self._on_event, "session_lookup", data)
 
 
 def _settled(
