@@ -40,12 +40,16 @@ INFO, fetch failures and skipped keys at WARNING, routine fetches at DEBUG.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from types import FrameType
+from typing import Any, Concatenate, NoReturn, ParamSpec
 
 import httpx
+from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials, UnauthenticatedUser
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
@@ -73,6 +77,7 @@ ErrorHandler = Callable[[HTTPConnection, BetterAuthError], Response | None]
 EventHook = Callable[[str, Mapping[str, Any]], None]
 _Principal = tuple[BetterAuthUser, tuple[str, ...]]
 _MAX_ANSWERS = 256  # messages may quote the token's alg or kid: keep the memo bounded
+_P = ParamSpec("_P")
 
 
 def token_fingerprint(token: str) -> str:
@@ -85,6 +90,44 @@ def _loggable(path: str) -> str:
     if len(path) > 200:
         path = path[:200] + "..."
     return path if path.isprintable() else path.encode("unicode_escape").decode("ascii")
+
+
+def _building_stack(frame: FrameType | None) -> bool:
+    """Whether ``frame`` is Starlette's (or FastAPI's) ``build_middleware_stack``."""
+    return (
+        frame is not None
+        and frame.f_code.co_name == "build_middleware_stack"
+        and isinstance(frame.f_locals.get("self"), Starlette)
+    )
+
+
+def _failing_at_startup(
+    init: Callable[Concatenate[BetterAuthMiddleware, ASGIApp, _P], None],
+) -> Callable[Concatenate[BetterAuthMiddleware, ASGIApp, _P], None]:
+    """Report a ConfigurationError met while Starlette builds its stack through the lifespan.
+
+    Starlette and FastAPI construct ``add_middleware`` middleware lazily, in the
+    app's first ASGI call: under a server, the lifespan startup. An exception
+    raised there means "lifespan unsupported" to ASGI servers, so uvicorn's
+    default ``--lifespan auto`` would log it at INFO and serve every request a
+    500. Built by Starlette, the middleware keeps the error instead, fails the
+    lifespan startup with it (the server logs it and exits) and raises it from
+    every request (an app run without lifespan). Constructed directly, it raises.
+    """
+
+    @functools.wraps(init)
+    def __init__(
+        self: BetterAuthMiddleware, app: ASGIApp, /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> None:
+        try:
+            init(self, app, *args, **kwargs)
+        except ConfigurationError as exc:
+            if not _building_stack(sys._getframe(1)):
+                raise
+            self.app = app
+            self._startup_error = exc
+
+    return __init__
 
 
 class BetterAuthMiddleware:
@@ -134,6 +177,11 @@ class BetterAuthMiddleware:
         ConfigurationError: at construction, for a missing or invalid setting.
     """
 
+    #: The ConfigurationError kept when Starlette built this middleware (see
+    #: ``_failing_at_startup``); None when it is configured.
+    _startup_error: ConfigurationError | None = None
+
+    @_failing_at_startup
     def __init__(
         self,
         app: ASGIApp,
@@ -218,6 +266,8 @@ class BetterAuthMiddleware:
         self._answers: dict[tuple[type[BetterAuthError], str], ErrorResponse] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._startup_error is not None:
+            await self._fail(scope, receive, send, self._startup_error)
         kind = scope["type"]
         if kind != "http" and kind != "websocket":
             if kind == "lifespan" and self.warm_on_startup:
@@ -260,6 +310,16 @@ class BetterAuthMiddleware:
             if self.on_event is not None:
                 self._emit("accepted", {"path": scope["path"], "cached": cached})
         await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _fail(
+        scope: Scope, receive: Receive, send: Send, error: ConfigurationError
+    ) -> NoReturn:
+        """Fail the lifespan startup with ``error``, then raise it (a copy: it is raised again)."""
+        if scope["type"] == "lifespan" and (await receive())["type"] == "lifespan.startup":
+            message = f"BetterAuthMiddleware: ConfigurationError: {error.message}"
+            await send({"type": "lifespan.startup.failed", "message": message})
+        raise ConfigurationError(error.message)
 
     async def _authenticate(self, token: str) -> _Principal:
         verified = await self.verifier.verify_token(token)
