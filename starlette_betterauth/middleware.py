@@ -46,7 +46,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import FrameType
-from typing import Any, Concatenate, NoReturn, ParamSpec
+from typing import Any, NoReturn, TypeVar, cast
 
 import httpx
 from starlette.applications import Starlette
@@ -77,7 +77,7 @@ ErrorHandler = Callable[[HTTPConnection, BetterAuthError], Response | None]
 EventHook = Callable[[str, Mapping[str, Any]], None]
 _Principal = tuple[BetterAuthUser, tuple[str, ...]]
 _MAX_ANSWERS = 256  # messages may quote the token's alg or kid: keep the memo bounded
-_P = ParamSpec("_P")
+_Init = TypeVar("_Init", bound=Callable[..., None])
 
 
 def token_fingerprint(token: str) -> str:
@@ -101,9 +101,7 @@ def _building_stack(frame: FrameType | None) -> bool:
     )
 
 
-def _failing_at_startup(
-    init: Callable[Concatenate[BetterAuthMiddleware, ASGIApp, _P], None],
-) -> Callable[Concatenate[BetterAuthMiddleware, ASGIApp, _P], None]:
+def _failing_at_startup(init: _Init) -> _Init:
     """Report a ConfigurationError met while Starlette builds its stack through the lifespan.
 
     Starlette and FastAPI construct ``add_middleware`` middleware lazily, in the
@@ -116,18 +114,15 @@ def _failing_at_startup(
     """
 
     @functools.wraps(init)
-    def __init__(
-        self: BetterAuthMiddleware, app: ASGIApp, /, *args: _P.args, **kwargs: _P.kwargs
-    ) -> None:
+    def __init__(self: BetterAuthMiddleware, *args: Any, **kwargs: Any) -> None:
         try:
-            init(self, app, *args, **kwargs)
+            init(self, *args, **kwargs)
         except ConfigurationError as exc:
             if not _building_stack(sys._getframe(1)):
                 raise
-            self.app = app
             self._startup_error = exc
 
-    return __init__
+    return cast(_Init, __init__)
 
 
 class BetterAuthMiddleware:
@@ -175,6 +170,9 @@ class BetterAuthMiddleware:
 
     Raises:
         ConfigurationError: at construction, for a missing or invalid setting.
+            Built by Starlette or FastAPI (``add_middleware``), it fails the
+            lifespan startup instead, and is raised from every request of an
+            app run without lifespan.
     """
 
     #: The ConfigurationError kept when Starlette built this middleware (see
