@@ -119,10 +119,19 @@ def threaded_uvicorn(app: ASGIApp) -> Iterator[str]:
 
 
 @contextmanager
-def uvicorn_process(app: str, *, app_dir: Path, env: Mapping[str, str]) -> Iterator[str]:
+def uvicorn_process(
+    app: str,
+    *,
+    app_dir: Path,
+    env: Mapping[str, str],
+    args: Sequence[str] = (),
+    output: list[str] | None = None,
+) -> Iterator[str]:
     """Run ``uvicorn app`` as a subprocess on a free 127.0.0.1 port; yield ``host:port``.
 
-    The server is stopped by its PID (SIGTERM, then SIGKILL) when the block ends.
+    ``args`` are further uvicorn options. The server is stopped by its PID
+    (SIGTERM, then SIGKILL) when the block ends; then ``output``, if given,
+    receives every line the server wrote to stderr.
     """
     command = [
         sys.executable,
@@ -136,6 +145,7 @@ def uvicorn_process(app: str, *, app_dir: Path, env: Mapping[str, str]) -> Itera
         "--port",
         "0",
         "--no-access-log",
+        *args,
     ]
     process = subprocess.Popen(
         command,
@@ -181,3 +191,7 @@ def uvicorn_process(app: str, *, app_dir: Path, env: Mapping[str, str]) -> Itera
         reader.join(timeout=10)
         assert process.stderr is not None
         process.stderr.close()
+        if output is not None:
+            while not lines.empty():
+                log.append(lines.get_nowait() or "")
+            output.extend(log)
