@@ -434,13 +434,21 @@ async function dropKeys(ctx, body, res) {
 }
 
 // POST /dev/make-me-admin  (session cookie, or Authorization: Bearer <session token>)
-// Adds "admin" to the caller's roles ("user" -> "user,admin").
+// Adds "admin" to the caller's roles ("user" -> "user,admin"), and sets the caller a
+// fresh session_data cookie: the one it holds still says the old role, and Better Auth
+// answers /token and get-session from it until it expires.
 async function makeMeAdmin(req, ctx, res) {
-  const session = await state.auth.api.getSession({ headers: fromNodeHeaders(req.headers) });
+  const headers = fromNodeHeaders(req.headers);
+  const session = await state.auth.api.getSession({ headers });
   if (!session) return sendJSON(res, 401, { message: "Unauthorized", code: "UNAUTHORIZED" });
   const roles = String(session.user.role || "user").split(",").map((r) => r.trim()).filter(Boolean);
   if (!roles.includes("admin")) roles.push("admin");
   const user = await ctx.internalAdapter.updateUser(session.user.id, { role: roles.join(",") });
+  if (COOKIE_CACHE !== "off") {
+    const fresh = await state.auth.api.getSession({ headers, query: { disableCookieCache: true }, returnHeaders: true });
+    const cookies = fresh.headers.getSetCookie();
+    if (cookies.length > 0) res.setHeader("set-cookie", cookies);
+  }
   return sendJSON(res, 200, { user: { id: user.id, email: user.email, role: user.role } });
 }
 
