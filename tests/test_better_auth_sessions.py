@@ -789,36 +789,51 @@ async def test_better_auth_down_uncached_sessions_503_cached_keys_still_verify(
 
 
 @pytest.mark.anyio
-async def test_get_session_errors_answer_503_with_retry_after(
+async def test_get_session_errors_answer_503_and_retry_after_is_honoured(
     sessions_server: BetterAuthServer, leaks: Leaks
 ) -> None:
     server = sessions_server
     async with leaks.watch(BetterAuthAPI(server)) as api, httpx.AsyncClient() as http:
-        app = session_app(server.url, http, accept=every_kind())
-        async with app_client(app, leaks) as client:
-            try:
-                for status in (429, 500, 502, 503):
-                    account = await api.sign_up()
-                    await api.get_session_fault(status=status, retry_after="7", times=-1)
-                    mark = await api.get_session_mark()
+        try:
+            for status in (429, 500, 502, 503):
+                account = await api.sign_up()
+                await api.get_session_fault(status=status, retry_after="60", times=-1)
+                mark = await api.get_session_mark()
+                # A fresh app each time: no backoff left over from the previous status.
+                app = session_app(server.url, http, accept=every_kind())
+                async with app_client(app, leaks) as client:
                     for headers in (
                         bearer(account.token),
                         account.cookie_header(session_data=False),
+                        bearer(account.token),
                     ):
-                        assert_unavailable(await client.get("/me", headers=headers))
-                    calls = await api.get_session_calls(since=mark, token=account.token)
-                    assert calls
-                    assert {call.status for call in calls} == {status}
-                    await api.clear_get_session_fault()
-                    # The server's answer is not a verdict on the session: nothing was cached.
-                    fresh = await api.sign_in(account.email)
-                    assert_user(
-                        await client.get("/me", headers=bearer(fresh.token)),
-                        fresh,
-                        "session_token",
-                    )
-            finally:
+                        response = await client.get("/me", headers=headers)
+                        assert_unavailable(response)
+                        assert int(response.headers["retry-after"]) <= 60
+                # Told to come back in 60 s, the app asked once: one server, one wait, whichever
+                # kind of credential comes next.
+                calls = await api.get_session_calls(since=mark, token=account.token)
+                assert [(call.via, call.status) for call in calls] == [("bearer", status)]
                 await api.clear_get_session_fault()
+
+            # Told to come back in 1 s, it asks again once that second has passed: the
+            # server's trouble was not a verdict on the session.
+            account = await api.sign_up()
+            await api.get_session_fault(status=503, retry_after="1", times=-1)
+            app = session_app(server.url, http, accept=every_kind())
+            async with app_client(app, leaks) as client:
+                assert_unavailable(await client.get("/me", headers=bearer(account.token)))
+                await api.clear_get_session_fault()
+                response = await client.get("/me", headers=bearer(account.token))
+                for _ in range(100):  # bounded: 10 s, ten times the Retry-After
+                    if response.status_code == 200:
+                        break
+                    assert_unavailable(response)
+                    await anyio.sleep(0.1)
+                    response = await client.get("/me", headers=bearer(account.token))
+                assert_user(response, account, "session_token")
+        finally:
+            await api.clear_get_session_fault()
 
 
 # -- what the user object carries ----------------------------------------------------------------
