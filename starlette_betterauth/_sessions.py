@@ -37,6 +37,7 @@ __all__ = [
     "SessionClientStatus",
     "SessionCredential",
     "SessionRecord",
+    "session_expiry",
 ]
 
 #: Longest cookie value or bearer token sent to get-session, in characters.
@@ -503,7 +504,7 @@ class SessionClient:
         token = session.get("token")
         if token is not None and token != credential.token:
             raise _bad_shape("it names another session")
-        expires_at = _timestamp(session.get("expiresAt"))
+        expires_at = session_expiry(session.get("expiresAt"))
         if expires_at is None:
             raise _bad_shape("session.expiresAt is not an ISO 8601 date")
         if expires_at <= time.time():
@@ -593,7 +594,7 @@ def _finite(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _timestamp(value: object) -> float | None:
+def session_expiry(value: object) -> float | None:
     """Unix seconds from a JSON date (a JavaScript ``Date``: ISO 8601), or None."""
     if not isinstance(value, str) or len(value) > 64:
         return None

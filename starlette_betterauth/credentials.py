@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import ClassVar, Protocol
 
 import httpx
@@ -42,7 +42,7 @@ from ._cookies import (
 from ._headers import Presented
 from ._observability import EventHook
 from ._origins import TrustedOrigins
-from ._sessions import SessionClient, SessionCredential, SessionRecord
+from ._sessions import SessionClient, SessionCredential, SessionRecord, session_expiry
 from ._settings import ResolvedSettings
 from ._token_cache import TokenCache
 from ._user import BetterAuthUser, UserBuilder
@@ -77,6 +77,8 @@ class Context:
     on_event: EventHook | None
     #: True when this kind is the only bearer kind accepted: it answers for every bearer value.
     sole_bearer: bool = True
+    #: get-session clients by their settings, shared by the session kinds of one middleware.
+    session_clients: dict[tuple[object, ...], SessionClient] = field(default_factory=dict)
 
 
 class Authenticator(Protocol):
@@ -178,6 +180,8 @@ class _SessionLookup(Credential):
     timeout: float = 5.0
 
     def _client(self, context: Context) -> SessionClient:
+        """The middleware's get-session client for these settings, shared by the kinds
+        that name the same (one HTTP pool, one cache, one back-off after a failure)."""
         url = self.get_session_url
         if url is None:
             base_url = context.settings.base_url if context.settings is not None else None
@@ -187,14 +191,19 @@ class _SessionLookup(Credential):
                     "base_url=) to find Better Auth's get-session"
                 )
             url = base_url + GET_SESSION_PATH
-        return SessionClient(
-            url,
-            cache_size=self.cache_size,
-            cache_ttl=self.cache_ttl,
-            refusal_ttl=self.refusal_ttl,
-            timeout=self.timeout,
-            on_event=context.on_event,
-        )
+        settings = (url, self.cache_size, self.cache_ttl, self.refusal_ttl, self.timeout)
+        client = context.session_clients.get(settings)
+        if client is None:
+            client = SessionClient(
+                url,
+                cache_size=self.cache_size,
+                cache_ttl=self.cache_ttl,
+                refusal_ttl=self.refusal_ttl,
+                timeout=self.timeout,
+                on_event=context.on_event,
+            )
+            context.session_clients[settings] = client
+        return client
 
 
 def _session_principal(users: UserBuilder, record: SessionRecord, kind: str) -> Principal:
@@ -402,7 +411,7 @@ class _SessionCookieAuthenticator:
             {**user, "sub": claims["sub"]},
             kind=self.kind,
             session_id=session_id if type(session_id) is str else None,
-            expires_at=verified.exp,
+            expires_at=session_expiry(session.get("expiresAt")),
         )
         self._cache.put(credential, principal, verified.kid, verified.exp)
         return principal

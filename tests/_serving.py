@@ -15,16 +15,39 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import uvicorn
-from starlette.types import ASGIApp, Message
+from starlette.types import ASGIApp, Message, Scope
 
 ROOT = Path(__file__).resolve().parent.parent
 _STARTED = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
+
+
+@asynccontextmanager
+async def lifespan(app: ASGIApp) -> AsyncIterator[None]:
+    """Run ``app``'s lifespan around the block, as a server does: startup, then shutdown."""
+    to_app, app_receives = anyio.create_memory_object_stream[Message](2)
+    app_sends, from_app = anyio.create_memory_object_stream[Message](2)
+    scope: Scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+
+    async def run() -> None:
+        await app(scope, app_receives.receive, app_sends.send)
+
+    async with to_app, app_receives, app_sends, from_app, anyio.create_task_group() as group:
+        group.start_soon(run)
+        await to_app.send({"type": "lifespan.startup"})
+        started = await from_app.receive()
+        assert started["type"] == "lifespan.startup.complete", started
+        try:
+            yield
+        finally:
+            await to_app.send({"type": "lifespan.shutdown"})
+            await from_app.receive()
 
 
 async def websocket_session(

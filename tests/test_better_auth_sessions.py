@@ -37,6 +37,7 @@ from _better_auth import (
     start_uvicorn,
     unverified_part,
 )
+from _serving import lifespan
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -189,9 +190,12 @@ def every_kind(ttl: float = LONG_TTL) -> list[Any]:
 async def app_client(app: Starlette, leaks: Leaks) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     hooks = {"response": [leaks.check]}
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://testserver", event_hooks=hooks
-    ) as client:
+    async with (
+        lifespan(app),  # the middleware closes its get-session clients at shutdown
+        httpx.AsyncClient(
+            transport=transport, base_url="http://testserver", event_hooks=hooks
+        ) as client,
+    ):
         yield client
 
 
