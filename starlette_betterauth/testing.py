@@ -19,8 +19,11 @@ once the package is installed.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import secrets
+import selectors
+import socket
 import string
 import threading
 import time
@@ -202,10 +205,79 @@ class Issuer:
 
 
 class _QuietServer(ThreadingHTTPServer):
+    """A threading HTTP server that stops at once and hangs up on its open connections.
+
+    ``serve_forever`` notices a stop request only between polls; this loop sleeps in
+    ``select`` until a connection arrives or :meth:`wake` is called, so stopping costs
+    no poll interval and an idle server costs no CPU.
+    """
+
     daemon_threads = True
 
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        # Set before binding: a failed bind calls server_close, which closes the pair.
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        self._stopped = False
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, handler)
+
+    def serve_until_stopped(self) -> None:
+        """Accept and serve connections until :meth:`wake` is called."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(self, selectors.EVENT_READ)
+            selector.register(self._wake_reader, selectors.EVENT_READ)
+            while True:
+                ready = selector.select()
+                if self._stopped:
+                    return
+                if any(key.fileobj is self for key, _ in ready):
+                    self._accept()
+
+    def _accept(self) -> None:
+        try:
+            request, client_address = self.get_request()
+        except OSError:
+            return
+        if not self.verify_request(request, client_address):
+            self.shutdown_request(request)
+            return
+        try:
+            self.process_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+            self.shutdown_request(request)
+
+    def wake(self) -> None:
+        """Make :meth:`serve_until_stopped` return (from any thread)."""
+        self._stopped = True
+        self._wake_writer.send(b"\0")
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def hang_up(self) -> None:
+        """End every open connection: keep-alive clients of a stopped server get no answers."""
+        with self._connections_lock:
+            for connection in self._connections:
+                with contextlib.suppress(OSError):  # already gone
+                    connection.shutdown(socket.SHUT_RDWR)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._wake_reader.close()
+        self._wake_writer.close()
+
     def handle_error(self, request: Any, client_address: Any) -> None:
-        # Clients that hang up mid-answer (size caps, timeouts) are expected here.
+        # Clients that hang up mid-answer (size caps, timeouts) are expected here,
+        # and so are connections cut by a stop.
         pass
 
 
@@ -237,7 +309,7 @@ class JWKSServer:
         self.headers: dict[str, str] = {}
         self._stopping = threading.Event()
         self._counter = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: _QuietServer | None = None
         self._thread: threading.Thread | None = None
         self.url = ""
         self.jwks_url = ""
@@ -257,20 +329,27 @@ class JWKSServer:
         self.jwks_url = self.url + self.path
         if self.issuer.base_url == "http://127.0.0.1":
             self.issuer.base_url = self.url
+        self._stopping.clear()
         self._thread = threading.Thread(
-            target=server.serve_forever, args=(0.05,), name="JWKSServer", daemon=True
+            target=server.serve_until_stopped, name="JWKSServer", daemon=True
         )
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        """Stop serving and release the port."""
+        """Stop serving at once, close open connections and release the port.
+
+        A client holding a keep-alive connection gets no more answers: its next
+        request fails as it would against a server that went away.
+        """
         self._stopping.set()
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.wake()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        if self._server is not None:
+            self._server.hang_up()
+            self._server.server_close()
         self._server = self._thread = None
 
     def __enter__(self) -> JWKSServer:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 
 import httpx
 import pytest
@@ -71,3 +72,38 @@ def test_rotate_and_remove_key() -> None:
     assert [k["kid"] for k in issuer.jwks()["keys"]] == [first, second]
     issuer.remove_key(first)
     assert [k["kid"] for k in issuer.jwks()["keys"]] == [second]
+
+
+def _get_keep_alive(connection: socket.socket, path: str) -> tuple[bytes, bytes]:
+    """Send one HTTP/1.1 GET on ``connection`` (left open) and read its status line and body."""
+    connection.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    reader = connection.makefile("rb")
+    status = reader.readline().strip()
+    length = 0
+    while (line := reader.readline().strip()) != b"":
+        name, _, value = line.partition(b":")
+        if name.lower() == b"content-length":
+            length = int(value)
+    return status, reader.read(length)
+
+
+def test_stop_hangs_up_on_keep_alive_connections(issuer: Issuer) -> None:
+    with JWKSServer(issuer) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+            status, body = _get_keep_alive(connection, server.path)
+            assert status == b"HTTP/1.1 200 OK"
+            assert json.loads(body) == issuer.jwks()
+            server.stop()
+            # The end of the stream, not an answer and not a wait for the timeout.
+            assert connection.recv(1) == b""
+        assert server.requests == 1
+
+
+def test_a_stopped_server_starts_again(issuer: Issuer) -> None:
+    server = JWKSServer(issuer).start()
+    server.stop()
+    with server:
+        response = httpx.get(server.jwks_url)
+    assert response.json() == issuer.jwks()
+    assert server.requests == 1
