@@ -12,6 +12,9 @@ serves its key set from a real HTTP server on 127.0.0.1::
         app.add_middleware(BetterAuthMiddleware, base_url=server.url)
         token = issuer.token(role="admin")
 
+:meth:`Issuer.access_token` mints OAuth access tokens (``at+jwt``, ``scope``,
+``aud`` the resource) shaped like those of Better Auth's OAuth provider.
+
 Also available as pytest fixtures (``betterauth_issuer``, ``betterauth_jwks_server``)
 once the package is installed.
 """
@@ -27,7 +30,7 @@ import socket
 import string
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -50,6 +53,7 @@ __all__ = [
 #: Every algorithm a Better Auth server can sign with and the package verifies.
 ALGORITHMS: tuple[str, ...] = ("EdDSA", "ES256", "ES512", "RS256", "PS256")
 _KID_ALPHABET = string.ascii_letters + string.digits
+_BASE_PATH = "/api/auth"  # Better Auth's default basePath
 
 
 def b64url(data: bytes | str | Mapping[str, Any]) -> str:
@@ -202,6 +206,73 @@ class Issuer:
     def expired_token(self, **claims: Any) -> str:
         """A token that expired an hour ago."""
         return self.token(issued_at=time.time() - 4500, **claims)
+
+    @property
+    def oauth_issuer(self) -> str:
+        """The ``iss`` of Better Auth's OAuth tokens: ``base_url`` + basePath ``/api/auth``."""
+        return self.base_url.rstrip("/") + _BASE_PATH
+
+    def access_token(
+        self,
+        *,
+        scope: str | Iterable[str] | None,
+        audience: str | Sequence[str],
+        user_id: str | None = None,
+        client_id: str = "test-client",
+        expires_in: float = 3600,
+        issued_at: float | None = None,
+        key: SigningKey | None = None,
+        header: Mapping[str, Any] | None = None,
+        **claims: Any,
+    ) -> str:
+        """An OAuth access token shaped like Better Auth's OAuth provider issues it (RFC 9068).
+
+        The header carries ``typ: "at+jwt"``. The claims: ``iss`` (:attr:`oauth_issuer`),
+        ``aud`` (``audience``: the resource the client asked for, or a list of them),
+        ``sub`` (``user_id``, random when None), ``client_id`` and ``azp``, ``sid``,
+        ``scope`` (space-separated: give a string or an iterable of names; None leaves
+        the claim out), ``iat``, ``exp`` (an hour later by default) and ``jti``. Other
+        claim keywords are added or override these; a claim given as None is left out
+        (``sid=None, sub="test-client"`` makes a client_credentials token).
+
+        Better Auth's OAuth tokens name the provider (base URL + basePath) as issuer, not
+        the base URL, so the middleware needs ``issuer=`` and the resource as audience::
+
+            issuer = Issuer()
+            with JWKSServer(issuer) as server:
+                app.add_middleware(
+                    BetterAuthMiddleware,
+                    base_url=server.url,
+                    issuer=issuer.oauth_issuer,
+                    audience="https://api.example.com",
+                )
+                token = issuer.access_token(
+                    scope="openid reports:read", audience="https://api.example.com"
+                )
+                # Authorization: Bearer <token> passes @requires_scope("reports:read");
+                # request.state.user.scopes == frozenset({"openid", "reports:read"})
+        """
+        now = int(time.time() if issued_at is None else issued_at)
+        payload: dict[str, Any] = {
+            "iss": self.oauth_issuer,
+            "aud": audience if isinstance(audience, str) else list(audience),
+            "sub": user_id or _random_kid(),
+            "client_id": client_id,
+            "azp": client_id,
+            "sid": _random_kid(),
+            "iat": now,
+            "exp": int(now + expires_in),
+            "jti": _random_kid(),
+        }
+        if scope is not None:
+            payload["scope"] = scope if isinstance(scope, str) else " ".join(scope)
+        for name, value in claims.items():
+            if value is None:
+                payload.pop(name, None)
+            else:
+                payload[name] = value
+        full_header = {"typ": "at+jwt", **(header or {})}
+        return (key or self.current_key).sign(payload, full_header)
 
 
 class _QuietServer(ThreadingHTTPServer):

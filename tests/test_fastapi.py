@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Any
 
@@ -364,28 +363,13 @@ async def test_any_of_and_all_of_dependencies(
     assert response.status_code == status
 
 
-def access_token(issuer: Issuer, scope: str) -> str:
-    now = int(time.time())
-    claims = {
-        "iss": issuer.base_url,
-        "aud": RESOURCE,
-        "sub": USER_ID,
-        "client_id": "client-abc",
-        "azp": "client-abc",
-        "scope": scope,
-        "iat": now,
-        "exp": now + 3600,
-        "jti": "token-1",
-    }
-    return issuer.current_key.sign(claims, {"typ": "at+jwt"})
-
-
 async def test_require_scope(client: httpx.AsyncClient, issuer: Issuer) -> None:
-    granted = await client.get(
-        "/reports", headers=bearer(access_token(issuer, "openid reports:read"))
-    )
+    # The app takes session tokens too, so it checks iss against the base URL.
+    token = issuer.access_token(scope="openid reports:read", audience=RESOURCE, iss=issuer.base_url)
+    granted = await client.get("/reports", headers=bearer(token))
     assert granted.json() == {"scopes": ["openid", "reports:read"]}
-    refused = await client.get("/reports", headers=bearer(access_token(issuer, "openid")))
+    token = issuer.access_token(scope="openid", audience=RESOURCE, iss=issuer.base_url)
+    refused = await client.get("/reports", headers=bearer(token))
     assert refused.status_code == 403
     assert refused.headers["www-authenticate"] == (
         'Bearer error="insufficient_scope", '

@@ -7,7 +7,6 @@ testing kit's JWKSServer on 127.0.0.1; tokens are minted by its Issuer.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -424,26 +423,6 @@ async def test_roles_come_from_the_configured_source(
 # -- scopes and Starlette's own requires --------------------------------------------------
 
 
-def access_token(issuer: Issuer, scope: str | None, **claims: Any) -> str:
-    """An access token shaped like Better Auth's OAuth provider issues (typ at+jwt)."""
-    now = int(time.time())
-    payload: dict[str, Any] = {
-        "iss": issuer.base_url,
-        "aud": RESOURCE,
-        "sub": "user-123",
-        "client_id": "client-abc",
-        "azp": "client-abc",
-        "sid": "session-1",
-        "iat": now,
-        "exp": now + 3600,
-        "jti": "token-1",
-    }
-    if scope is not None:
-        payload["scope"] = scope
-    payload.update(claims)
-    return issuer.current_key.sign(payload, {"typ": "at+jwt"})
-
-
 @pytest.fixture
 async def api_client(server: JWKSServer) -> AsyncIterator[httpx.AsyncClient]:
     app = make_app(server.url, audience=[server.url, RESOURCE])
@@ -466,7 +445,8 @@ async def api_client(server: JWKSServer) -> AsyncIterator[httpx.AsyncClient]:
 async def test_requires_scope_with_oauth_access_tokens(
     api_client: httpx.AsyncClient, issuer: Issuer, scope: str | None, one: int, both: int
 ) -> None:
-    token = access_token(issuer, scope)
+    # api_client takes session tokens too, so it checks iss against the base URL.
+    token = issuer.access_token(scope=scope, audience=RESOURCE, iss=issuer.base_url)
     single = await api_client.get("/scope", headers=bearer(token))
     double = await api_client.get("/scopes", headers=bearer(token))
     assert single.status_code == one
@@ -492,7 +472,7 @@ async def test_credentials_scopes_for_starlette_requires(
     api_client: httpx.AsyncClient, issuer: Issuer
 ) -> None:
     session = issuer.token(role="user,admin")
-    oauth = access_token(issuer, "openid reports:read")
+    oauth = issuer.access_token(scope="openid reports:read", audience=RESOURCE, iss=issuer.base_url)
     anonymous = await api_client.get("/whoami")
     assert anonymous.json() == {"user": None, "auth": []}
     seen = await api_client.get("/whoami", headers=bearer(session))

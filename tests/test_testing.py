@@ -5,11 +5,16 @@ from __future__ import annotations
 import base64
 import json
 import socket
+from typing import Any
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
-from starlette_betterauth import TokenVerifier
+from starlette_betterauth import BetterAuthMiddleware, TokenVerifier, requires_scope
 from starlette_betterauth.testing import ALGORITHMS, Issuer, JWKSServer, SigningKey, jwks_transport
 
 pytestmark = pytest.mark.anyio
@@ -42,6 +47,78 @@ def test_tokens_are_shaped_like_better_auths(betterauth_issuer: Issuer) -> None:
 
 def _pad(segment: str) -> bytes:
     return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def _decode(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    header, payload, _ = token.split(".")
+    return json.loads(_pad(header)), json.loads(_pad(payload))
+
+
+RESOURCE = "https://api.example.com"
+
+
+def test_access_tokens_are_shaped_like_better_auths_oauth_tokens() -> None:
+    issuer = Issuer("https://auth.example.com")
+    header, claims = _decode(issuer.access_token(scope="openid reports:read", audience=RESOURCE))
+    assert header == {"alg": "EdDSA", "kid": issuer.current_key.kid, "typ": "at+jwt"}
+    names = "iss aud sub client_id azp sid scope iat exp jti"
+    assert claims.keys() == set(names.split())
+    assert claims["iss"] == issuer.oauth_issuer == "https://auth.example.com/api/auth"
+    assert claims["aud"] == RESOURCE
+    assert claims["scope"] == "openid reports:read"
+    assert claims["client_id"] == claims["azp"]
+    assert claims["exp"] - claims["iat"] == 3600
+
+
+@pytest.mark.parametrize(
+    ("scope", "expected"),
+    [("a b", "a b"), (["a", "b"], "a b"), (("a",), "a"), ("", ""), ([], "")],
+)
+def test_access_token_scope_is_space_separated(scope: str | list[str], expected: str) -> None:
+    _, claims = _decode(Issuer().access_token(scope=scope, audience=RESOURCE))
+    assert claims["scope"] == expected
+
+
+def test_access_token_claims_can_be_overridden_and_left_out() -> None:
+    issuer = Issuer()
+    token = issuer.access_token(
+        scope=None,
+        audience=[RESOURCE, "https://other.example"],
+        user_id="u1",
+        client_id="c1",
+        sid=None,
+        iss=issuer.base_url,
+        custom=7,
+    )
+    _, claims = _decode(token)
+    assert "scope" not in claims
+    assert "sid" not in claims
+    assert claims["aud"] == [RESOURCE, "https://other.example"]
+    assert (claims["sub"], claims["client_id"], claims["azp"]) == ("u1", "c1", "c1")
+    assert claims["iss"] == issuer.base_url
+    assert claims["custom"] == 7
+
+
+@requires_scope("reports:read")
+async def _reports(request: Request) -> JSONResponse:
+    return JSONResponse({"scopes": sorted(request.state.user.scopes)})
+
+
+async def test_access_token_passes_a_middleware_configured_for_the_resource(
+    issuer: Issuer, server: JWKSServer
+) -> None:
+    app = Starlette(routes=[Route("/reports", _reports)])
+    app.add_middleware(
+        BetterAuthMiddleware, base_url=server.url, issuer=issuer.oauth_issuer, audience=RESOURCE
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+        token = issuer.access_token(scope="openid reports:read", audience=RESOURCE)
+        granted = await client.get("/reports", headers={"Authorization": f"Bearer {token}"})
+        token = issuer.access_token(scope="openid", audience=RESOURCE)
+        refused = await client.get("/reports", headers={"Authorization": f"Bearer {token}"})
+    assert granted.json() == {"scopes": ["openid", "reports:read"]}
+    assert refused.status_code == 403
 
 
 @pytest.mark.parametrize("alg", ALGORITHMS)
