@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import httpx
 import pytest
+from _helpers import asgi_client, bearer
 from _serving import denial, websocket_session
 from fastapi import APIRouter, Depends, FastAPI, Request, Security, WebSocket
 from starlette.middleware import Middleware
@@ -171,15 +172,9 @@ def handler(request: pytest.FixtureRequest) -> bool:
 
 
 @pytest.fixture
-async def client(server: JWKSServer, handler: bool) -> AsyncIterator[httpx.AsyncClient]:
-    app = make_app(server.url, handler=handler, audience=[server.url, RESOURCE])
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-        yield c
-
-
-def bearer(token: str | None) -> dict[str, str]:
-    return {} if token is None else {"Authorization": f"Bearer {token}"}
+def app(server: JWKSServer, handler: bool) -> FastAPI:
+    """The app behind the ``client`` fixture, taking session and access tokens."""
+    return make_app(server.url, handler=handler, audience=[server.url, RESOURCE])
 
 
 #   claims (None: no token) -> status, WWW-Authenticate, reason (None: the endpoint ran)
@@ -299,8 +294,7 @@ async def test_error_handler_makes_dependency_refusals_identical_to_guard_refusa
 ) -> None:
     app = make_app(server.url, handler=True)
     token = bearer(issuer.token(role="user"))
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async with asgi_client(app) as c:
         for headers in ({}, token):
             by_guard = await c.get("/decorated", headers=headers)
             by_dependency = await c.get("/dependency", headers=headers)
@@ -400,8 +394,7 @@ async def test_openapi_declares_the_bearer_scheme(client: httpx.AsyncClient) -> 
 async def test_dependencies_without_the_middleware_fail_closed() -> None:
     app = FastAPI()
     app.include_router(router)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async with asgi_client(app) as c:
         with pytest.raises(RuntimeError, match="current_user found no user"):
             await c.get("/me")
         with pytest.raises(RuntimeError, match="require_role found no user"):

@@ -9,12 +9,12 @@ from typing import Any
 
 import httpx
 import pytest
-from starlette.applications import Starlette
+from _helpers import asgi_client, bearer, guarded_app
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from starlette_betterauth import BetterAuthMiddleware, TokenVerifier, requires_scope
+from starlette_betterauth import TokenVerifier, requires_scope
 from starlette_betterauth.testing import ALGORITHMS, Issuer, JWKSServer, SigningKey, jwks_transport
 
 pytestmark = pytest.mark.anyio
@@ -107,16 +107,17 @@ async def _reports(request: Request) -> JSONResponse:
 async def test_access_token_passes_a_middleware_configured_for_the_resource(
     issuer: Issuer, server: JWKSServer
 ) -> None:
-    app = Starlette(routes=[Route("/reports", _reports)])
-    app.add_middleware(
-        BetterAuthMiddleware, base_url=server.url, issuer=issuer.oauth_issuer, audience=RESOURCE
+    app = guarded_app(
+        [Route("/reports", _reports)],
+        base_url=server.url,
+        issuer=issuer.oauth_issuer,
+        audience=RESOURCE,
     )
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+    async with asgi_client(app) as client:
         token = issuer.access_token(scope="openid reports:read", audience=RESOURCE)
-        granted = await client.get("/reports", headers={"Authorization": f"Bearer {token}"})
+        granted = await client.get("/reports", headers=bearer(token))
         token = issuer.access_token(scope="openid", audience=RESOURCE)
-        refused = await client.get("/reports", headers={"Authorization": f"Bearer {token}"})
+        refused = await client.get("/reports", headers=bearer(token))
     assert granted.json() == {"scopes": ["openid", "reports:read"]}
     assert refused.status_code == 403
 
