@@ -10,8 +10,8 @@ a free loopback port with ``env`` added to its environment, and stops it by its 
 revocation, and the server's development-only ``/dev/*`` endpoints: key rotation, user updates
 that keep the sessions, the record of the get-session calls the server handled
 (:class:`GetSessionCall`) and get-session faults. :func:`make_app` is a small Starlette app
-behind :class:`BetterAuthMiddleware`, and :func:`start_uvicorn` serves one from a real uvicorn
-process.
+behind :class:`BetterAuthMiddleware` (``_serving.start_uvicorn`` serves :func:`create_app` for
+real).
 
 Without Node or the server's ``node_modules`` the fixtures skip, saying why; with
 ``BETTER_AUTH_REQUIRE_SERVER=1`` (as in CI) they fail instead, so the integration tests can
@@ -28,7 +28,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -42,6 +41,7 @@ from typing import Any
 
 import httpx
 import pytest
+from _helpers import bearer
 from starlette.applications import Starlette
 from starlette.authentication import requires
 from starlette.middleware import Middleware
@@ -62,14 +62,12 @@ __all__ = [
     "BetterAuthAPI",
     "BetterAuthServer",
     "GetSessionCall",
-    "Uvicorn",
     "bearer",
     "create_app",
     "iso_seconds",
     "make_app",
     "server_fixture",
     "session_data_cookies",
-    "start_uvicorn",
     "unique_email",
     "unverified_part",
 ]
@@ -338,11 +336,6 @@ def session_data_cookies(response: httpx.Response) -> tuple[tuple[str, str], ...
 def unique_email(prefix: str = "user") -> str:
     """A fresh address, since the servers outlive a single test."""
     return f"{prefix}-{uuid.uuid4().hex[:12]}@example.com"
-
-
-def bearer(token: str) -> dict[str, str]:
-    """An Authorization header carrying ``token``."""
-    return {"authorization": f"Bearer {token}"}
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
@@ -671,52 +664,6 @@ def make_app(verifier: TokenVerifier | None = None, **options: Any) -> Starlette
 def create_app() -> Starlette:
     """The app configured from ``BETTER_AUTH_URL`` alone, for ``uvicorn --factory``."""
     return make_app()
-
-
-# -- a real uvicorn --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Uvicorn:
-    """A running uvicorn process and the base URL it listens on."""
-
-    process: subprocess.Popen[bytes]
-    url: str
-
-
-@contextmanager
-def start_uvicorn(
-    target: str, *, env: Mapping[str, str], factory: bool = False
-) -> Iterator[Uvicorn]:
-    """Serve ``target`` (``module:attribute`` importable from tests/) with uvicorn on a free
-    127.0.0.1 port, read from its own start-up line; stop it by its PID on exit."""
-    command = [sys.executable, "-m", "uvicorn", target, "--app-dir", str(Path(__file__).parent)]
-    command += ["--host", "127.0.0.1", "--port", "0", "--no-access-log", "--log-level", "info"]
-    if factory:
-        command.append("--factory")
-    with tempfile.TemporaryDirectory(prefix="uvicorn-") as tmp:
-        log = Path(tmp, "log")
-        with log.open("wb") as output:
-            process = subprocess.Popen(
-                command,
-                env={**os.environ, **env},
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-            try:
-                match = _wait_for_line(
-                    process,
-                    log,
-                    re.compile(r"Uvicorn running on (http://127\.0\.0\.1:\d+)"),
-                    "uvicorn",
-                )
-            except RuntimeError as exc:
-                raise RuntimeError(f"{exc}; its output:\n{_tail(log)}") from None
-            yield Uvicorn(process, match.group(1))
-        finally:
-            stop_process(process)
 
 
 def unverified_part(token: str, index: int) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 import pytest
+from _helpers import asgi_client, guarded_app, whoami
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -35,12 +36,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 from cryptography.x509.oid import NameOID
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from starlette_betterauth import BetterAuthMiddleware, KeySetOptions
+from starlette_betterauth import KeySetOptions
 from starlette_betterauth._compact import MAX_HEADER_LENGTH, MAX_TOKEN_LENGTH
 from starlette_betterauth._headers import MAX_AUTHORIZATION_LENGTH
 from starlette_betterauth.testing import ALGORITHMS, Issuer, JWKSServer, SigningKey, b64url
@@ -1218,10 +1216,6 @@ for _label, _values, _names in [
 # -- the app, the servers and the test -------------------------------------------------------
 
 
-async def whoami(request: Request) -> JSONResponse:
-    return JSONResponse({"id": request.state.user.id})
-
-
 def _self_signed(key: SigningKey) -> x509.Certificate:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "attacker")])
     now = datetime.datetime.now(datetime.UTC)
@@ -1264,15 +1258,13 @@ def world() -> Iterator[World]:
 async def client(world: World) -> AsyncIterator[httpx.AsyncClient]:
     # refresh_cooldown=0: an unknown kid refetches at once, so cases stay fast.
     async with httpx.AsyncClient(verify=TLS) as jwks_client:
-        app = Starlette(routes=[Route("/whoami", whoami)])
-        app.add_middleware(
-            BetterAuthMiddleware,
+        app = guarded_app(
+            [Route("/whoami", whoami)],
             base_url=world.base,
             http_client=jwks_client,
             key_set=KeySetOptions(refresh_cooldown=0),
         )
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+        async with asgi_client(app) as client:
             yield client
 
 

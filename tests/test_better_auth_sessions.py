@@ -34,10 +34,9 @@ from _better_auth import (
     require_server,
     running_server,
     server_fixture,
-    start_uvicorn,
     unverified_part,
 )
-from _serving import lifespan
+from _serving import lifespan, start_uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request

@@ -10,12 +10,12 @@ import json
 import re
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 
 import httpx
 import pytest
+from _helpers import asgi_client, bearer
 from _serving import denial, websocket_session
 from fastapi import APIRouter, Depends, FastAPI, Request, Security, WebSocket
 from starlette.middleware import Middleware
@@ -174,15 +174,9 @@ def handler(request: pytest.FixtureRequest) -> bool:
 
 
 @pytest.fixture
-async def client(server: JWKSServer, handler: bool) -> AsyncIterator[httpx.AsyncClient]:
-    app = make_app(server.url, handler=handler, audience=[server.url, RESOURCE])
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-        yield c
-
-
-def bearer(token: str | None) -> dict[str, str]:
-    return {} if token is None else {"Authorization": f"Bearer {token}"}
+def app(server: JWKSServer, handler: bool) -> FastAPI:
+    """The app behind the ``client`` fixture, taking session and access tokens."""
+    return make_app(server.url, handler=handler, audience=[server.url, RESOURCE])
 
 
 #   claims (None: no token) -> status, WWW-Authenticate, reason (None: the endpoint ran)
@@ -302,8 +296,7 @@ async def test_error_handler_makes_dependency_refusals_identical_to_guard_refusa
 ) -> None:
     app = make_app(server.url, handler=True)
     token = bearer(issuer.token(role="user"))
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async with asgi_client(app) as c:
         for headers in ({}, token):
             by_guard = await c.get("/decorated", headers=headers)
             by_dependency = await c.get("/dependency", headers=headers)
@@ -366,28 +359,13 @@ async def test_any_of_and_all_of_dependencies(
     assert response.status_code == status
 
 
-def access_token(issuer: Issuer, scope: str) -> str:
-    now = int(time.time())
-    claims = {
-        "iss": issuer.base_url,
-        "aud": RESOURCE,
-        "sub": USER_ID,
-        "client_id": "client-abc",
-        "azp": "client-abc",
-        "scope": scope,
-        "iat": now,
-        "exp": now + 3600,
-        "jti": "token-1",
-    }
-    return issuer.current_key.sign(claims, {"typ": "at+jwt"})
-
-
 async def test_require_scope(client: httpx.AsyncClient, issuer: Issuer) -> None:
-    granted = await client.get(
-        "/reports", headers=bearer(access_token(issuer, "openid reports:read"))
-    )
+    # The app takes session tokens too, so it checks iss against the base URL.
+    token = issuer.access_token(scope="openid reports:read", audience=RESOURCE, iss=issuer.base_url)
+    granted = await client.get("/reports", headers=bearer(token))
     assert granted.json() == {"scopes": ["openid", "reports:read"]}
-    refused = await client.get("/reports", headers=bearer(access_token(issuer, "openid")))
+    token = issuer.access_token(scope="openid", audience=RESOURCE, iss=issuer.base_url)
+    refused = await client.get("/reports", headers=bearer(token))
     assert refused.status_code == 403
     assert refused.headers["www-authenticate"] == (
         'Bearer error="insufficient_scope", '
@@ -418,8 +396,7 @@ async def test_openapi_declares_the_bearer_scheme(client: httpx.AsyncClient) -> 
 async def test_dependencies_without_the_middleware_fail_closed() -> None:
     app = FastAPI()
     app.include_router(router)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async with asgi_client(app) as c:
         with pytest.raises(RuntimeError, match="current_user found no user"):
             await c.get("/me")
         with pytest.raises(RuntimeError, match="require_role found no user"):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from _serving import ROOT, uvicorn_process
+from _serving import ROOT, start_uvicorn
 from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
@@ -162,10 +162,10 @@ def test_uvicorn_exits_at_startup_with_the_message(app: str, tmp_path: Path) -> 
 def test_without_lifespan_each_request_raises_the_error(tmp_path: Path) -> None:
     (tmp_path / "readme_app.py").write_text(README_APP, encoding="utf-8")
     output: list[str] = []
-    with uvicorn_process(
+    with start_uvicorn(
         "readme_app:app", app_dir=tmp_path, env={}, args=["--lifespan", "off"], output=output
-    ) as address:
-        response = httpx.get(f"http://{address}/me", timeout=10)
+    ) as server:
+        response = httpx.get(f"{server.url}/me", timeout=10)
     assert response.status_code == 500
     assert "no Better Auth server configured" not in response.text
     log = "".join(output)
@@ -182,10 +182,10 @@ def refusal_lines(args: list[str]) -> list[str]:
     output: list[str] = []
     with JWKSServer(issuer) as keys:
         env = {"BETTER_AUTH_URL": keys.url}
-        with uvicorn_process(
+        with start_uvicorn(
             "starlette_app:app", app_dir=EXAMPLES, env=env, args=args, output=output
-        ) as address:
-            base = f"http://{address}"
+        ) as server:
+            base = server.url
             assert httpx.get(f"{base}/me", timeout=10).status_code == 401
             headers = {"Authorization": f"Bearer {expired}"}
             assert httpx.get(f"{base}/me", headers=headers, timeout=10).status_code == 401
