@@ -20,6 +20,9 @@ ErrorResponse = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 #: The refusal of a request that carries no token, shared by the middleware and the guards.
 MISSING_TOKEN_MESSAGE = "this endpoint needs a bearer token"
+#: What any caller is told when no key set can be had. Why (the key server's status,
+#: which kids were skipped and for what) goes to the log and the ``on_error`` hook only.
+KEY_SET_UNAVAILABLE_MESSAGE = "the token cannot be checked now; retry later"
 
 
 def missing_token() -> MissingTokenError:
@@ -35,7 +38,11 @@ def _quoted(text: str) -> str:
 
 
 def error_response(error: BetterAuthError, *, retry_after: int = 5) -> ErrorResponse:
-    """Status, headers and body for ``error``; never includes the token."""
+    """Status, headers and body for ``error``; never includes the token.
+
+    A :class:`KeySetError` is answered with a generic message: its own message
+    describes the key server and its keys, which is for the operator's log.
+    """
     challenge = "Bearer"
     if error.error_code is not None:
         challenge += f' error="{error.error_code}", error_description="{_quoted(error.message)}"'
@@ -48,7 +55,9 @@ def error_response(error: BetterAuthError, *, retry_after: int = 5) -> ErrorResp
         headers.append((b"retry-after", str(retry_after).encode("ascii")))
     document = {
         "error": error.error_code or _default_code(error),
-        "error_description": error.message,
+        "error_description": (
+            KEY_SET_UNAVAILABLE_MESSAGE if isinstance(error, KeySetError) else error.message
+        ),
     }
     body = json.dumps(document, separators=(",", ":")).encode("utf-8")
     headers.append((b"content-length", str(len(body)).encode("ascii")))

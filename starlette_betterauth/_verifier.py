@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import httpx
 
@@ -13,7 +14,7 @@ from ._claims import ClaimRules, short_repr
 from ._compact import parse_token
 from ._config import resolve_server
 from ._jwks import JWKSCache
-from ._keys import SUPPORTED_ALGORITHMS
+from ._keys import SUPPORTED_ALGORITHMS, VerificationKey
 from .errors import (
     ConfigurationError,
     InvalidSignatureError,
@@ -22,10 +23,13 @@ from .errors import (
     UnsupportedAlgorithmError,
 )
 
-__all__ = ["DEFAULT_LEEWAY", "TokenVerifier", "VerifiedToken"]
+__all__ = ["DEFAULT_LEEWAY", "MAX_LEEWAY", "TokenVerifier", "VerifiedToken", "freeze_claims"]
 
 #: Seconds of clock skew tolerated on exp, nbf and iat.
 DEFAULT_LEEWAY = 10.0
+#: The most leeway accepted: beyond a few minutes it no longer absorbs clock skew but
+#: extends every token's life (``inf`` would switch expiry off).
+MAX_LEEWAY = 300.0
 _MAX_KID_LENGTH = 256
 _ACCEPTED_TYP = frozenset({"jwt", "at+jwt", "application/jwt", "application/at+jwt"})
 
@@ -34,7 +38,8 @@ class VerifiedToken(NamedTuple):
     """A token whose signature and claims were verified (an immutable record).
 
     ``claims`` is a read-only view of the whole payload; ``exp`` is its expiry
-    (None only when the verifier was told not to require it). A named tuple
+    (None only when the verifier was told not to require it); ``key`` is the
+    key of the key set that verified the signature. A named tuple
     rather than a frozen dataclass: one is built per verification, and a
     frozen dataclass takes several times longer to build.
     """
@@ -44,6 +49,7 @@ class VerifiedToken(NamedTuple):
     kid: str
     alg: str
     exp: float | None
+    key: VerificationKey
 
 
 class TokenVerifier:
@@ -59,7 +65,7 @@ class TokenVerifier:
         issuer: the exact ``iss`` required, or None to skip the check (not advised).
         audience: accepted audience(s); ``aud`` must name at least one. None skips.
         algorithms: accepted algorithms, a subset of EdDSA, ES256, ES512, RS256, PS256.
-        leeway: seconds of clock skew tolerated on exp, nbf and iat.
+        leeway: seconds of clock skew tolerated on exp, nbf and iat, 0 to 300.
         require_exp: refuse tokens without ``exp`` (the default; an opt-out exists).
         require_sub: refuse tokens without a non-empty string ``sub``.
     """
@@ -80,8 +86,11 @@ class TokenVerifier:
             raise ConfigurationError(
                 f"algorithms must be a non-empty subset of {sorted(SUPPORTED_ALGORITHMS)}"
             )
-        if not leeway >= 0:
-            raise ConfigurationError("leeway must be a number of seconds >= 0")
+        if not (isinstance(leeway, int | float) and 0 <= leeway <= MAX_LEEWAY):
+            raise ConfigurationError(
+                f"leeway must be a number of seconds from 0 to {MAX_LEEWAY:g} (clock skew, not "
+                f"a grace period), got {leeway!r}"
+            )
         if issuer is not None and (not isinstance(issuer, str) or not issuer):
             raise ConfigurationError(
                 "issuer must be a non-empty string (or None to skip the check)"
@@ -183,7 +192,58 @@ class TokenVerifier:
             raise InvalidSignatureError("the token's signature does not verify")
         claims = parsed.claims
         exp = self.rules.check(claims, time.time())
-        return VerifiedToken(MappingProxyType(claims), MappingProxyType(header), kid, alg, exp)
+        return VerifiedToken(freeze_claims(claims), MappingProxyType(header), kid, alg, exp, key)
+
+
+class FrozenObject(dict[str, Any]):
+    """A JSON object inside verified claims, read-only.
+
+    Still a ``dict``, so ``json.dumps`` and ``JSONResponse`` take the claims as
+    they are; every method that would change it raises ``TypeError``. Copies
+    (``dict(obj)``, ``copy.copy``, ``copy.deepcopy``) are plain, mutable dicts.
+    """
+
+    __slots__ = ()
+
+    def _refuse(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError("verified claims are read-only; change a copy: dict(claims[...])")
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
+
+    def __copy__(self) -> dict[str, Any]:
+        return dict(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
+        return copy.deepcopy(dict(self), memo)
+
+    def __reduce__(self) -> tuple[type[dict[str, Any]], tuple[dict[str, Any]]]:
+        return dict, (dict(self),)
+
+
+def _frozen(value: Any) -> Any:
+    kind = type(value)
+    if kind is dict:
+        return FrozenObject({name: _frozen(member) for name, member in value.items()})
+    if kind is list:
+        return tuple([_frozen(item) for item in value])
+    return value
+
+
+def freeze_claims(claims: dict[str, Any]) -> Mapping[str, Any]:
+    """A read-only view of freshly parsed ``claims``, nested values included.
+
+    One verified user is shared by every request carrying the same token (the
+    verified-token cache), so no handler may change what the next one reads:
+    arrays become tuples and objects :class:`FrozenObject`. ``claims`` itself is
+    changed in place (its owner is the parser). Better Auth's claims are flat,
+    so usually this is one pass over a dozen values.
+    """
+    for name, value in claims.items():
+        if type(value) is dict or type(value) is list:
+            # Replacing values while iterating is safe: the keys do not change.
+            claims[name] = _frozen(value)
+    return MappingProxyType(claims)
 
 
 def _check_extra_header(header: Mapping[str, Any]) -> None:

@@ -52,6 +52,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._authorization import bearer_token
+from ._keys import VerificationKey
 from ._responses import (
     ErrorResponse,
     error_response,
@@ -78,6 +79,16 @@ _MAX_ANSWERS = 256  # messages may quote the token's alg or kid: keep the memo b
 def token_fingerprint(token: str) -> str:
     """A short, non-reversible tag for a token, safe to log: ``sha256:1a2b3c4d``."""
     return "sha256:" + hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()[:8]
+
+
+def _current_key_check(verifier: TokenVerifier) -> Callable[[VerificationKey], bool]:
+    """Whether a key is still the usable key of its kid (not gone, stale, or replaced)."""
+    jwks = verifier.jwks
+
+    def key_current(key: VerificationKey) -> bool:
+        return jwks.keys.get(key.kid) is key and jwks.has_key(key.kid)
+
+    return key_current
 
 
 def _loggable(path: str) -> str:
@@ -112,7 +123,9 @@ class BetterAuthMiddleware:
         verify_issuer, verify_audience: opt-outs of those checks (not advised).
         algorithms: accepted algorithms (default all of EdDSA, ES256, ES512, RS256, PS256).
         leeway: seconds of clock skew tolerated.
-        public: routes reachable without a token, e.g. ``["/health", "OPTIONS /*"]``.
+        public: routes reachable without a token, e.g. ``["/health", "GET /docs/*"]``;
+            ``"PREFLIGHT /*"`` lets CORS preflights through (better: put
+            ``CORSMiddleware`` outside this middleware, see the README).
         optional: let requests without a token through as anonymous
             (``request.state.user`` is None). A presented token that fails is still 401.
         roles: where roles come from: a claim (``"role"``), a dotted path or a callable.
@@ -209,7 +222,7 @@ class BetterAuthMiddleware:
             max_entries=token_cache_size,
             ttl=token_cache_ttl,
             leeway=verifier.rules.leeway,
-            key_present=verifier.jwks.has_key,
+            key_current=_current_key_check(verifier),
         )
         self._retry_after = max(1, round(verifier.jwks.retry_interval))
         self._missing_error = missing_token()
@@ -231,7 +244,8 @@ class BetterAuthMiddleware:
             if token is None:
                 principal = None
                 if not self.optional and not (
-                    self.public and self.public.matches(scope.get("method"), scope["path"])
+                    self.public
+                    and self.public.matches(scope.get("method"), scope["path"], scope["headers"])
                 ):
                     await self._refuse(scope, receive, send, self._missing_error, None)
                     return
@@ -264,7 +278,7 @@ class BetterAuthMiddleware:
     async def _authenticate(self, token: str) -> _Principal:
         verified = await self.verifier.verify_token(token)
         principal = self.users.build(verified.claims)
-        self.cache.put(token, principal, verified.kid, verified.exp)
+        self.cache.put(token, principal, verified.key, verified.exp)
         return principal
 
     async def _refuse(

@@ -1,0 +1,595 @@
+"""Regression tests for the second round of hostile probes (issue 16), one group per item.
+
+Each test failed before its fix. The attack classes themselves are covered more
+broadly at the end of ``test_adversarial.py``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Mount, Route
+from starlette.types import Receive, Scope, Send
+
+from starlette_betterauth import BetterAuthMiddleware, TokenVerifier, requires_role
+from starlette_betterauth.errors import (
+    ConfigurationError,
+    ExpiredTokenError,
+    InvalidSignatureError,
+    KeySetInvalidError,
+    MalformedTokenError,
+    UnsupportedAlgorithmError,
+)
+from starlette_betterauth.testing import Issuer, JWKSServer, SigningKey, b64url
+
+pytestmark = pytest.mark.anyio
+
+LOGGER = "starlette_betterauth"
+
+
+# -- the app every HTTP test drives -----------------------------------------------------
+
+
+async def claims(request: Request) -> JSONResponse:
+    return JSONResponse(dict(request.user.claims))
+
+
+async def roles(request: Request) -> JSONResponse:
+    return JSONResponse(sorted(request.user.roles))
+
+
+@requires_role("admin")
+async def admin(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("admin")
+
+
+async def mutate(request: Request) -> JSONResponse:
+    """A careless handler: edits the nested claims of its user, then reports what held."""
+    seen = request.user.claims
+    attempts: dict[str, Callable[[], object]] = {
+        "append to a list": lambda: seen["org"]["roles"].append("admin"),
+        "set a list item": lambda: seen["aud"].__setitem__(0, "https://evil.example"),
+        "set a member": lambda: seen["org"].__setitem__("id", "evil"),
+        "delete a member": lambda: seen["org"].__delitem__("id"),
+        "update": lambda: seen["org"].update(id="evil"),
+        "setdefault": lambda: seen["org"].setdefault("admin", True),
+        "pop": lambda: seen["org"].pop("roles"),
+        "clear": lambda: seen["org"].clear(),
+        "in-place or": lambda: seen["org"].__ior__({"id": "evil"}),
+        "nested list in list": lambda: seen["matrix"][0].append(9),
+    }
+    refused = []
+    for name, attempt in attempts.items():
+        try:
+            attempt()
+        except (TypeError, AttributeError):
+            refused.append(name)
+    return JSONResponse({"refused": refused, "claims": dict(seen)})
+
+
+def make_app(**options: Any) -> Starlette:
+    return Starlette(
+        routes=[
+            Route("/claims", claims),
+            Route("/roles", roles),
+            Route("/admin", admin),
+            Route("/mutate", mutate),
+        ],
+        middleware=[Middleware(BetterAuthMiddleware, **options)],
+    )
+
+
+def client_of(app: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app")
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+async def client(server: JWKSServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_of(make_app(base_url=server.url)) as c:
+        yield c
+
+
+def raw_token(key: SigningKey, header: str, payload: str) -> str:
+    """A token whose header and payload are the given JSON texts, signed by ``key``."""
+    signing_input = f"{b64url(header)}.{b64url(payload)}"
+    return f"{signing_input}.{b64url(key.sign_bytes(signing_input.encode('ascii')))}"
+
+
+def with_member(issuer: Issuer, member_json: str) -> str:
+    """Genuine claims as JSON text, with one more member written verbatim."""
+    return json.dumps(issuer.claims())[:-1] + f", {member_json}}}"
+
+
+def header_json(key: SigningKey) -> str:
+    return json.dumps({"alg": key.alg, "kid": key.kid})
+
+
+# -- item 4: lone surrogates in the token's JSON ------------------------------------------
+
+LONE_SURROGATES = {
+    "high-in-a-value": '"nick": "\\ud800"',
+    "low-in-a-value": '"nick": "a\\udfffb"',
+    "high-at-the-end-of-a-pair-slot": '"nick": "\\ud83d x"',
+    "low-before-high": '"nick": "\\ude00\\ud83d"',
+    "in-a-member-name": '"\\udbff": 1',
+    "in-a-nested-list": '"tags": ["ok", ["\\ud800"]]',
+    "upper-case-escape": '"nick": "\\uD800"',
+}
+
+
+@pytest.mark.parametrize("member", LONE_SURROGATES.values(), ids=list(LONE_SURROGATES))
+async def test_item4_lone_surrogate_in_payload_is_401(
+    client: httpx.AsyncClient, issuer: Issuer, member: str
+) -> None:
+    key = issuer.current_key
+    token = raw_token(key, header_json(key), with_member(issuer, member))
+    for _ in range(2):  # the second time the header is known: the fast path
+        response = await client.get("/claims", headers=bearer(token))
+        assert response.status_code == 401, response.text
+        assert "not Unicode text" in response.json()["error_description"]
+
+
+async def test_item4_lone_surrogate_in_header_is_refused(
+    server: JWKSServer, issuer: Issuer
+) -> None:
+    key = issuer.current_key
+    header = json.dumps({"alg": key.alg, "kid": key.kid})[:-1] + ', "x": "\\udc00"}'
+    verifier = TokenVerifier.for_server(server.url)
+    with pytest.raises(MalformedTokenError, match="the header is not Unicode text"):
+        await verifier.verify(raw_token(key, header, json.dumps(issuer.claims())))
+
+
+@pytest.mark.parametrize(
+    ("member", "value"),
+    [
+        ('"nick": "\\ud83d\\ude00"', "\U0001f600"),  # an escaped pair is one character
+        ('"nick": "\\\\ud800"', "\\ud800"),  # an escaped backslash, then text
+        ('"nick": "\U0001f600"', "\U0001f600"),
+    ],
+    ids=["escaped-pair", "escaped-backslash", "raw-utf8"],
+)
+async def test_item4_valid_unicode_still_passes(
+    client: httpx.AsyncClient, issuer: Issuer, member: str, value: str
+) -> None:
+    key = issuer.current_key
+    token = raw_token(key, header_json(key), with_member(issuer, member))
+    response = await client.get("/claims", headers=bearer(token))
+    assert response.status_code == 200, response.text
+    assert response.json()["nick"] == value
+
+
+# -- item 5: the token cache checks the key, not only its kid ---------------------------
+
+
+async def test_item5_kid_reused_for_new_key_material_drops_cached_tokens(
+    server: JWKSServer, issuer: Issuer
+) -> None:
+    old = issuer.current_key
+    app = BetterAuthMiddleware(Starlette(routes=[Route("/claims", claims)]), base_url=server.url)
+    token = issuer.token()
+    async with client_of(app) as c:
+        assert (await c.get("/claims", headers=bearer(token))).status_code == 200
+        assert len(app.cache) == 1
+        replacement = SigningKey(old.alg, kid=old.kid)
+        server.body = json.dumps({"keys": [replacement.public_jwk]}).encode()
+        await app.verifier.jwks.refresh()
+        refused = await c.get("/claims", headers=bearer(token))
+        assert refused.status_code == 401
+        assert refused.json()["error_description"] == "the token's signature does not verify"
+        fresh = replacement.sign(issuer.claims())
+        assert (await c.get("/claims", headers=bearer(fresh))).status_code == 200
+    with pytest.raises(InvalidSignatureError):
+        await app.verifier.verify(token)
+
+
+# -- item 6: roles ------------------------------------------------------------------------
+
+LOOKALIKE_ROLES = {
+    "nbsp": "admin\u00a0",
+    "ideographic-space": "\u3000admin",
+    "nel": "admin\x85",
+    "file-separator": "admin\x1c",
+    "unit-separator": "admin\x1f",
+    "vertical-tab": "admin\x0b",
+    "form-feed": "\x0cadmin",
+    "line-separator": "admin\u2028",
+    "zero-width-space": "admin\u200b",
+    "in-a-list": ["user", "admin\u00a0"],
+}
+
+
+@pytest.mark.parametrize("role", LOOKALIKE_ROLES.values(), ids=list(LOOKALIKE_ROLES))
+async def test_item6_lookalike_role_is_not_admin(
+    client: httpx.AsyncClient, issuer: Issuer, role: object
+) -> None:
+    token = issuer.token(role=role)
+    assert (await client.get("/admin", headers=bearer(token))).status_code == 403
+    assert "admin" not in (await client.get("/roles", headers=bearer(token))).json()
+
+
+async def test_item6_ascii_padding_is_still_stripped(
+    client: httpx.AsyncClient, issuer: Issuer
+) -> None:
+    token = issuer.token(role=" user,\tadmin ")
+    assert (await client.get("/roles", headers=bearer(token))).json() == ["admin", "user"]
+    assert (await client.get("/admin", headers=bearer(token))).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "returned",
+    [{"admin": False}, {"admin": True}, b"admin", 7, iter(["admin"]), ["admin", 1], {"admin"}],
+    ids=["dict-false", "dict-true", "bytes", "int", "iterator", "list-with-int", "set"],
+)
+async def test_item6_roles_callable_must_return_strings(
+    server: JWKSServer,
+    issuer: Issuer,
+    caplog: pytest.LogCaptureFixture,
+    returned: object,
+) -> None:
+    app = make_app(base_url=server.url, roles=lambda c: returned)
+    token = issuer.token()
+    async with client_of(app) as c:
+        granted = await c.get("/roles", headers=bearer(token))
+    if isinstance(returned, set):  # a set of strings is accepted
+        assert granted.json() == ["admin"]
+        return
+    assert granted.json() == []
+    assert f"the roles callable returned a {type(returned).__name__}" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("source", "extra", "expected"),
+    [
+        ("https://example.test/roles", {"https://example.test/roles": "admin"}, ["admin"]),
+        ("https://example.test/roles", {"https://example.test/roles": ["a", "b"]}, ["a", "b"]),
+        ("org.roles", {"org": {"roles": "owner"}}, ["owner"]),
+        ("org.roles", {"org.roles": "exact", "org": {"roles": "nested"}}, ["exact"]),
+    ],
+    ids=["namespaced-string", "namespaced-list", "dotted-path", "exact-name-first"],
+)
+async def test_item6_claim_names_with_dots_are_read_exactly(
+    server: JWKSServer,
+    issuer: Issuer,
+    source: str,
+    extra: dict[str, Any],
+    expected: list[str],
+) -> None:
+    app = make_app(base_url=server.url, roles=source)
+    async with client_of(app) as c:
+        token = issuer.token(role=None, **extra)
+        assert (await c.get("/roles", headers=bearer(token))).json() == expected
+
+
+# -- item 7: banned fails closed ----------------------------------------------------------
+
+BANNED_SHAPES: dict[str, object] = {
+    "string-true": "true",
+    "string-false": "false",
+    "one": 1,
+    "zero": 0,
+    "list-true": [True],
+    "empty-list": [],
+    "object": {"banned": True},
+    "empty-string": "",
+}
+
+
+@pytest.mark.parametrize("value", BANNED_SHAPES.values(), ids=list(BANNED_SHAPES))
+async def test_item7_banned_that_is_not_false_or_null_is_403(
+    client: httpx.AsyncClient, issuer: Issuer, value: object
+) -> None:
+    response = await client.get("/claims", headers=bearer(issuer.token(banned=value)))
+    assert response.status_code == 403
+    assert response.json()["error_description"] == (
+        "the banned claim is neither false nor null; the user is treated as banned"
+    )
+
+
+@pytest.mark.parametrize("value", [False, None, "absent"], ids=["false", "null", "absent"])
+async def test_item7_false_null_or_absent_is_not_banned(
+    client: httpx.AsyncClient, issuer: Issuer, value: object
+) -> None:
+    token = issuer.token(role=None) if value == "absent" else issuer.token(banned=value)
+    assert (await client.get("/claims", headers=bearer(token))).status_code == 200
+
+
+async def test_item7_allow_banned_accepts_every_shape(server: JWKSServer, issuer: Issuer) -> None:
+    async with client_of(make_app(base_url=server.url, allow_banned=True)) as c:
+        for value in (True, *BANNED_SHAPES.values()):
+            token = issuer.token(banned=value)
+            assert (await c.get("/claims", headers=bearer(token))).status_code == 200
+
+
+# -- item 8: leeway is bounded ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("leeway", [math.inf, 1e12, 300.5, 86400, -1, math.nan, -math.inf], ids=str)
+def test_item8_leeway_out_of_bounds_is_a_configuration_error(leeway: float) -> None:
+    with pytest.raises(
+        ConfigurationError, match=r"leeway must be a number of seconds from 0 to 300"
+    ):
+        TokenVerifier.for_server("https://auth.example.com", leeway=leeway)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        raise AssertionError("not called")
+
+    with pytest.raises(ConfigurationError, match="leeway"):
+        BetterAuthMiddleware(app, base_url="https://auth.example.com", leeway=leeway)
+
+
+@pytest.mark.parametrize("leeway", [0, 0.5, 10, 300])
+def test_item8_leeway_within_bounds_is_accepted(leeway: float) -> None:
+    verifier = TokenVerifier.for_server("https://auth.example.com", leeway=leeway)
+    assert verifier.rules.leeway == leeway
+
+
+async def test_item8_expired_token_is_refused_with_the_largest_leeway(
+    server: JWKSServer, issuer: Issuer
+) -> None:
+    verifier = TokenVerifier.for_server(server.url, leeway=300)
+    with pytest.raises(ExpiredTokenError):
+        await verifier.verify(issuer.token(expires_in=-301))
+
+
+# -- item 9: RSA keys -----------------------------------------------------------------------
+
+
+def rsa_jwk(kid: str, e: int, **members: Any) -> dict[str, Any]:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    n = private.public_key().public_numbers().n
+    return {
+        "kty": "RSA",
+        "kid": kid,
+        "n": b64url(n.to_bytes(256, "big")),
+        "e": b64url(e.to_bytes((e.bit_length() + 7) // 8, "big")),
+        **members,
+    }
+
+
+@pytest.mark.parametrize(
+    "e", [2**2046 + 1, 2**64 + 1, 2**32 + 15], ids=["2047-bit", "65-bit", "33-bit"]
+)
+async def test_item9_huge_rsa_exponent_is_skipped(
+    server: JWKSServer, issuer: Issuer, e: int
+) -> None:
+    server.body = json.dumps(
+        {"keys": [issuer.current_key.public_jwk, rsa_jwk("big-e", e, alg="RS256")]}
+    ).encode()
+    verifier = TokenVerifier.for_server(server.url)
+    await verifier.jwks.refresh()
+    assert verifier.jwks.status().kids == (issuer.current_key.kid,)
+    (label, reason), *_ = verifier.jwks.status().skipped
+    assert label == "'big-e'"
+    assert reason == (
+        f"its RSA public exponent has {e.bit_length()} bits, more than 32 (65537 is usual)"
+    )
+
+
+@pytest.mark.parametrize("e", [3, 65537, 2**32 - 1], ids=["3", "65537", "32-bit"])
+async def test_item9_usual_rsa_exponents_are_kept(server: JWKSServer, e: int) -> None:
+    server.body = json.dumps({"keys": [rsa_jwk("ok", e, alg="RS256")]}).encode()
+    verifier = TokenVerifier.for_server(server.url)
+    await verifier.jwks.refresh()
+    assert verifier.jwks.status().kids == ("ok",)
+
+
+async def test_item9_rsa_key_without_alg_verifies_rs256_only(
+    server: JWKSServer, issuer: Issuer
+) -> None:
+    rs = SigningKey("RS256")
+    ps = SigningKey("PS256", kid=rs.kid)
+    ps.private_key = rs.private_key
+    jwk = rs.public_jwk
+    del jwk["alg"]
+    server.body = json.dumps({"keys": [jwk]}).encode()
+    verifier = TokenVerifier.for_server(server.url)
+    await verifier.verify(rs.sign(issuer.claims()))
+    with pytest.raises(
+        UnsupportedAlgorithmError, match=r"is not the algorithm of key .* \(RS256\)"
+    ):
+        await verifier.verify(ps.sign(issuer.claims()))
+    assert verifier.jwks.keys[rs.kid].algorithms == frozenset({"RS256"})
+
+
+async def test_item9_rsa_key_without_alg_when_rs256_is_not_accepted(server: JWKSServer) -> None:
+    jwk = SigningKey("RS256").public_jwk
+    del jwk["alg"]
+    server.body = json.dumps({"keys": [jwk]}).encode()
+    verifier = TokenVerifier.for_server(server.url, algorithms=["PS256"])
+    with pytest.raises(KeySetInvalidError) as raised:
+        await verifier.jwks.refresh()
+    assert raised.value.message == (
+        f"the key set has no usable key ({jwk['kid']!r}: none of its algorithms (RS256) "
+        "is accepted (a RSA key without alg is taken as RS256))"
+    )
+
+
+# -- item 11: 503 bodies say nothing of the key set ------------------------------------------
+
+
+@pytest.mark.parametrize("fault", ["unusable-keys", "http-500"])
+async def test_item11_503_body_is_generic_and_the_log_has_the_details(
+    server: JWKSServer,
+    issuer: Issuer,
+    caplog: pytest.LogCaptureFixture,
+    fault: str,
+) -> None:
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    if fault == "http-500":
+        server.status = 500
+        detail = "the key server answered HTTP 500"
+    else:
+        secret_kid = "internal-kid-7f3a"
+        server.body = json.dumps(
+            {"keys": [{"kid": secret_kid, "kty": "oct", "k": "c2VjcmV0"}]}
+        ).encode()
+        detail = f"'{secret_kid}': it holds private or symmetric key material"
+    async with client_of(make_app(base_url=server.url)) as c:
+        response = await c.get("/claims", headers=bearer(issuer.token()))
+    assert response.status_code == 503
+    assert response.json() == {
+        "error": "temporarily_unavailable",
+        "error_description": "the token cannot be checked now; retry later",
+    }
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.headers["retry-after"] == "5"
+    assert detail not in response.text
+    assert detail in caplog.text
+
+
+# -- item 12: nested claims are read-only -------------------------------------------------
+
+
+async def test_item12_handlers_cannot_change_what_the_next_request_reads(
+    client: httpx.AsyncClient, issuer: Issuer
+) -> None:
+    aud = [issuer.base_url, "https://api.example"]
+    org = {"id": "acme", "roles": ["member"]}
+    token = issuer.token(aud=aud, org=org, matrix=[[1, 2]])
+    first = (await client.get("/mutate", headers=bearer(token))).json()
+    second = (await client.get("/mutate", headers=bearer(token))).json()
+    assert len(first["refused"]) == 10, first["refused"]
+    for seen in (first["claims"], second["claims"]):
+        assert seen["org"] == org
+        assert seen["aud"] == aud
+        assert seen["matrix"] == [[1, 2]]
+
+
+async def test_item12_frozen_claims_still_serialize_and_copy(
+    server: JWKSServer, issuer: Issuer
+) -> None:
+    verifier = TokenVerifier.for_server(server.url)
+    nested = {"id": "acme", "roles": ["member"], "meta": {"tier": 1}}
+    verified = await verifier.verify(issuer.token(org=nested, aud=[issuer.base_url]))
+    assert json.loads(json.dumps(dict(verified)))["org"] == nested
+    assert isinstance(verified["org"], dict)
+    assert verified["aud"] == (issuer.base_url,)
+    mutable = copy.deepcopy(dict(verified))  # objects copy as plain dicts; arrays stay tuples
+    mutable["org"]["roles"] += ("admin",)
+    mutable["org"]["meta"]["tier"] = 2
+    shallow = copy.copy(verified["org"])
+    shallow["id"] = "other"
+    assert verified["org"] == {"id": "acme", "roles": ("member",), "meta": {"tier": 1}}
+
+
+# -- item 13: public routes ------------------------------------------------------------------
+
+
+async def protected(scope: Scope, receive: Receive, send: Send) -> None:
+    """A mounted app that answers every method with its protected body."""
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"protected"})
+
+
+PREFLIGHT_HEADERS = {"origin": "https://app.example", "access-control-request-method": "GET"}
+
+
+def public_app(server: JWKSServer, rules: list[str], *, cors: bool = False) -> Starlette:
+    middleware = [Middleware(BetterAuthMiddleware, base_url=server.url, public=rules)]
+    if cors:
+        cors_layer = Middleware(
+            CORSMiddleware,
+            allow_origins=["https://app.example"],
+            allow_methods=["GET"],
+            allow_headers=["Authorization"],
+        )
+        middleware.insert(0, cors_layer)  # first in the list is outermost
+    return Starlette(
+        routes=[Route("/docs", claims), Mount("/api", app=protected)], middleware=middleware
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "status"),
+    [
+        ("OPTIONS", "/api/admin", PREFLIGHT_HEADERS, 200),
+        ("OPTIONS", "/api/admin", {}, 401),
+        ("OPTIONS", "/api/admin", {"origin": "https://app.example"}, 401),
+        ("OPTIONS", "/api/admin", {"access-control-request-method": "GET"}, 401),
+        ("GET", "/api/admin", PREFLIGHT_HEADERS, 401),
+        ("POST", "/api/admin", PREFLIGHT_HEADERS, 401),
+    ],
+    ids=["preflight", "bare-options", "origin-only", "method-only", "get", "post"],
+)
+async def test_item13_preflight_rule_lets_only_preflights_through(
+    server: JWKSServer, method: str, path: str, headers: dict[str, str], status: int
+) -> None:
+    async with client_of(public_app(server, ["PREFLIGHT /*"])) as c:
+        response = await c.request(method, path, headers=headers)
+    assert response.status_code == status
+    assert (response.text == "protected") is (status == 200)
+
+
+async def anything(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("anonymous" if request.state.user is None else "signed in")
+
+
+@pytest.mark.parametrize(
+    ("rule", "path", "public"),
+    [
+        ("GET /docs/*", "/docs", True),
+        ("GET /docs/*", "/docs/", True),
+        ("GET /docs/*", "/docs/oauth2-redirect", True),
+        ("GET /docs/*", "/docs-internal", False),
+        ("GET /docs/*", "/docsx/y", False),
+        ("GET /docs/*", "/doc", False),
+        ("GET /docs/*", "/api/docs", False),
+        ("/static/*", "/static.bak", False),
+        ("/static/*", "/static/app.js", True),
+        ("/*", "/anything/at/all", True),
+    ],
+)
+async def test_item13_prefix_rules_are_segment_aware(
+    server: JWKSServer, rule: str, path: str, public: bool
+) -> None:
+    app = Starlette(
+        routes=[Route("/{rest:path}", anything)],
+        middleware=[Middleware(BetterAuthMiddleware, base_url=server.url, public=[rule])],
+    )
+    async with client_of(app) as c:
+        response = await c.get(path)
+    assert response.status_code == (200 if public else 401)
+
+
+@pytest.mark.parametrize("rule", ["GET /docs*", "/static/img*", "/api/v1*"])
+def test_item13_a_star_not_after_a_slash_is_refused(rule: str) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        raise AssertionError("not called")
+
+    prefix = rule.split()[-1][:-1]
+    with pytest.raises(ConfigurationError, match=f"write '{prefix}/\\*'") as raised:
+        BetterAuthMiddleware(app, base_url="https://auth.example.com", public=[rule])
+    assert f"would also match '{prefix}-internal'" in str(raised.value)
+
+
+async def test_item13_cors_outside_answers_preflights_before_authentication(
+    server: JWKSServer,
+) -> None:
+    async with client_of(public_app(server, [], cors=True)) as c:
+        preflight = await c.options("/api/admin", headers=PREFLIGHT_HEADERS)
+        bare = await c.options("/api/admin")
+        anonymous = await c.get("/api/admin", headers={"origin": "https://app.example"})
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+    assert preflight.text != "protected"
+    assert bare.status_code == 401
+    # The refusal carries the CORS headers, so the browser shows the page the 401.
+    assert anonymous.status_code == 401
+    assert anonymous.headers["access-control-allow-origin"] == "https://app.example"
