@@ -42,7 +42,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Scope
 
-from starlette_betterauth import BetterAuthMiddleware
+from starlette_betterauth import BetterAuthMiddleware, KeySetOptions
 from starlette_betterauth.testing import Issuer, JWKSServer
 
 #: Repeated-token target: at most this many µs over the bare app.
@@ -120,7 +120,7 @@ def middleware(app: ASGIApp, server: JWKSServer, cache_size: int) -> BetterAuthM
         app,
         base_url=server.url,
         token_cache_size=cache_size,
-        jwks_options={"ttl": 3600.0, "min_ttl": 3600.0},
+        key_set=KeySetOptions(ttl=3600.0, min_ttl=3600.0),
     )
 
 

@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from jwt.api_jwk import PyJWK
 
-from starlette_betterauth import TokenVerifier
+from starlette_betterauth import KeySetOptions, TokenVerifier
 from starlette_betterauth.testing import Issuer, JWKSServer
 
 #: The first-seen target: verification costs at most the signature plus this many µs.
@@ -90,7 +90,9 @@ def measure_algorithm(
     key = issuer.rotate(alg)
     minted = [issuer.token(key=key, role="user") for _ in range(tokens)]
     public_key = PyJWK(key.public_jwk, alg).key
-    verifier = TokenVerifier.for_server(server.url, jwks_options={"ttl": 3600.0, "min_ttl": 3600.0})
+    verifier = TokenVerifier.for_server(
+        server.url, key_set=KeySetOptions(ttl=3600.0, min_ttl=3600.0)
+    )
     asyncio.run(verifier.jwks.refresh())
     verify_token = verifier.verify_token
 

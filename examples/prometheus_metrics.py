@@ -116,7 +116,7 @@ def create_app(
     metrics = AuthMetrics(registry)
     # The verifier is built here, not by the middleware, so /ready can reach its
     # key-set cache; the hook goes to the cache too, for the jwks_* events.
-    verifier = TokenVerifier.for_server(base_url, jwks_options={"on_event": metrics.observe})
+    verifier = TokenVerifier.for_server(base_url, on_event=metrics.observe)
 
     async def me(request: Request) -> JSONResponse:
         user = request.state.user

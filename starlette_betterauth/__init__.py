@@ -12,6 +12,7 @@ Example::
 from __future__ import annotations
 
 from ._jwks import JWKSCache, KeySetStatus
+from ._settings import KeySetOptions, VerifierSettings
 from ._user import BetterAuthUser
 from ._verifier import TokenVerifier, VerifiedToken
 from .guards import requires_role, requires_scope
@@ -23,9 +24,11 @@ __all__ = [
     "BetterAuthMiddleware",
     "BetterAuthUser",
     "JWKSCache",
+    "KeySetOptions",
     "KeySetStatus",
     "TokenVerifier",
     "VerifiedToken",
+    "VerifierSettings",
     "__version__",
     "requires_role",
     "requires_scope",

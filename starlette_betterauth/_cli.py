@@ -19,37 +19,31 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import anyio
 
-from ._claims import MAX_NUMERIC_DATE, one_of, short_repr
+from . import _doctor as doctor
 from ._compact import MAX_TOKEN_LENGTH, ParsedToken, parse_token
-from ._config import ENV_BASE_URL, ServerSettings, resolve_server
 from ._jwks import JWKSCache
 from ._keys import SUPPORTED_ALGORITHMS
+from ._observability import logger, token_fingerprint
+from ._settings import (
+    DEFAULT_LEEWAY,
+    ENV_BASE_URL,
+    KeySetOptions,
+    ResolvedSettings,
+    VerifierSettings,
+    resolve_settings,
+)
 from ._user import UserBuilder
-from ._verifier import DEFAULT_LEEWAY, TokenVerifier, VerifiedToken
+from ._verifier import TokenVerifier
 from .errors import (
-    BannedUserError,
     BetterAuthError,
     ConfigurationError,
-    ExpiredTokenError,
-    ImmatureTokenError,
-    InvalidAudienceError,
-    InvalidClaimError,
-    InvalidIssuerError,
-    InvalidSignatureError,
     KeySetError,
-    KeySetFetchError,
     MalformedTokenError,
-    OpaqueTokenError,
-    UnknownKeyError,
-    UnsupportedAlgorithmError,
 )
-from .middleware import token_fingerprint
 
 __all__ = ["EXIT_KEY_SERVER", "EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE", "build_parser", "run"]
 
@@ -76,7 +70,6 @@ Tokens are never written to logs; commands show a fingerprint (sha256:...) that
 matches the one in the middleware's log lines.
 """
 _MAX_STDIN = MAX_TOKEN_LENGTH + 1024
-_CLOCK_OK = 2.0  # the Date header has whole seconds, and the fetch takes some time
 
 
 class _UsageError(Exception):
@@ -274,21 +267,9 @@ def _print_json(document: Mapping[str, Any]) -> None:
     print(json.dumps(document, indent=2, ensure_ascii=False), file=sys.stdout)
 
 
-def _clean(text: str) -> str:
-    """Text from a token or a server, safe to print on a terminal (no control characters)."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
-
-
 def _show(value: object) -> str:
     """A claim or header value as one printable line (JSON, strings quoted)."""
-    return _clean(json.dumps(value, ensure_ascii=False))
-
-
-def _quote(value: object) -> str:
-    """A value from a token inside a sentence, as the package's error messages show it."""
-    return _clean(short_repr(value))
+    return doctor.clean(json.dumps(value, ensure_ascii=False))
 
 
 def _fail(
@@ -298,9 +279,9 @@ def _fail(
     if getattr(args, "json", False):
         _print_json({"ok": False, "exit_code": code, "error": _error_doc(kind, message, fix)})
     else:
-        _err(f"error: {_clean(message)}")
+        _err(f"error: {doctor.clean(message)}")
         if fix:
-            _err(f"fix: {_clean(fix)}")
+            _err(f"fix: {doctor.clean(fix)}")
     return code
 
 
@@ -315,7 +296,7 @@ def _package_logging(verbose: bool) -> Iterator[None]:
     The commands report everything those lines say; without a handler Python
     would print warnings a second time.
     """
-    package = logging.getLogger("starlette_betterauth")
+    package = logger
     handler: logging.Handler
     if verbose:
         handler = logging.StreamHandler(sys.stderr)
@@ -331,66 +312,6 @@ def _package_logging(verbose: bool) -> Iterator[None]:
     finally:
         package.removeHandler(handler)
         package.setLevel(previous)
-
-
-# -- times -------------------------------------------------------------------------
-
-
-def _utc(timestamp: float) -> str:
-    try:
-        return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    except (OverflowError, OSError, ValueError):
-        return "out of range"
-
-
-def _span(seconds: float) -> str:
-    """A duration for people: ``45 s``, ``12 min``, ``3 h 5 min``, ``9 days``."""
-    seconds = abs(seconds)
-    if seconds < 90:
-        return f"{round(seconds)} s"
-    minutes = round(seconds / 60)
-    if minutes < 90:
-        return f"{minutes} min"
-    if seconds < 48 * 3600:
-        hours, rest = divmod(minutes, 60)
-        return f"{hours} h {rest} min" if rest else f"{hours} h"
-    return f"{round(seconds / 86400)} days"
-
-
-def _relative(name: str, value: float, now: float) -> str:
-    if name == "exp":
-        return (
-            f"expires in {_span(value - now)}"
-            if value > now
-            else f"expired {_span(now - value)} ago"
-        )
-    if name == "nbf":
-        return (
-            f"not valid for another {_span(value - now)}"
-            if value > now
-            else f"valid since {_span(now - value)} ago"
-        )
-    return (
-        f"issued {_span(value - now)} in the future"
-        if value > now
-        else f"issued {_span(now - value)} ago"
-    )
-
-
-def _times(claims: Mapping[str, Any], now: float) -> dict[str, dict[str, Any]]:
-    """UTC and relative renderings of the token's numeric exp, nbf and iat."""
-    found: dict[str, dict[str, Any]] = {}
-    for name in ("iat", "nbf", "exp"):
-        value = claims.get(name)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            continue
-        if 0 <= value <= MAX_NUMERIC_DATE:
-            found[name] = {
-                "value": value,
-                "utc": _utc(value),
-                "relative": _relative(name, float(value), now),
-            }
-    return found
 
 
 # -- token input -------------------------------------------------------------------
@@ -422,173 +343,25 @@ def _try_parse(token: str) -> ParsedToken | None:
 # -- server settings ---------------------------------------------------------------
 
 
-def _settings(args: argparse.Namespace, *, identity: bool = True) -> ServerSettings:
+def _settings(args: argparse.Namespace, *, identity: bool = True) -> ResolvedSettings:
+    """The command line's options as the middleware's settings, resolved the same way."""
     if args.base_url is None and args.jwks_url is None and not os.environ.get(ENV_BASE_URL):
         raise _UsageError(
             "no Better Auth server given: pass --base-url URL (the server's baseURL), or "
             f"--jwks-url URL with --issuer and --audience, or set {ENV_BASE_URL}"
         )
-    return resolve_server(
-        base_url=args.base_url,
-        jwks_url=args.jwks_url,
-        issuer=args.issuer,
-        audience=args.audience,
-        verify_issuer=identity and not args.no_verify_issuer,
-        verify_audience=identity and not args.no_verify_audience,
-    )
-
-
-def _cache(settings: ServerSettings, args: argparse.Namespace) -> JWKSCache:
-    algorithms = args.algorithms or SUPPORTED_ALGORITHMS
-    return JWKSCache(settings.jwks_url, algorithms=algorithms, timeout=args.timeout)
-
-
-def _verifier(
-    cache: JWKSCache, settings: ServerSettings, args: argparse.Namespace
-) -> TokenVerifier:
-    return TokenVerifier(
-        cache,
-        issuer=settings.issuer,
-        audience=settings.audiences,
-        algorithms=args.algorithms,
-        leeway=args.leeway,
-    )
-
-
-# -- explanations ------------------------------------------------------------------
-
-
-def _key_server_fix(error: KeySetError, url: str) -> str:
-    if isinstance(error, KeySetFetchError):
-        return (
-            f"check that the Better Auth server is running and reachable from here, and that "
-            f"{url} is its key set (the jwt plugin serves {{baseURL}}/api/auth/jwks; pass "
-            "--jwks-url for a custom basePath or jwks.jwksPath)"
-        )
-    return (
-        f"{url} answered, but not with a usable JSON Web Key Set: check --jwks-url, that the "
-        "jwt plugin is enabled on the server, and its keys' algorithms (--algorithms)"
-    )
-
-
-def _explain(
-    error: BetterAuthError, parsed: ParsedToken | None, verifier: TokenVerifier | None
-) -> str | None:
-    """What to do about a refusal: the fix, in the words of both sides' settings."""
-    claims: Mapping[str, Any] = parsed.claims if parsed is not None else {}
-    header: Mapping[str, Any] = parsed.header if parsed is not None else {}
-    rules = verifier.rules if verifier is not None else None
-    if isinstance(error, OpaqueTokenError):
-        return None  # its message already says what to send instead
-    if isinstance(error, MalformedTokenError):
-        return (
-            "copy the whole JWT: three base64url parts joined by dots, without quotes, "
-            "spaces or line breaks"
-        )
-    if isinstance(error, InvalidIssuerError) and rules is not None and rules.issuer is not None:
-        return _issuer_fix(claims.get("iss"), rules.issuer)
-    if isinstance(error, InvalidAudienceError) and rules is not None:
-        return _audience_fix(claims.get("aud"), rules.audiences or frozenset())
-    if isinstance(error, ExpiredTokenError):
-        return _EXPIRED_FIX
-    if isinstance(error, ImmatureTokenError):
-        return _immature_fix(rules.leeway if rules is not None else DEFAULT_LEEWAY)
-    if isinstance(error, UnknownKeyError):
-        return _UNKNOWN_KID_FIX
-    if isinstance(error, UnsupportedAlgorithmError):
-        alg = header.get("alg")
-        if verifier is not None and not (isinstance(alg, str) and alg in verifier.algorithms):
-            return _alg_fix(alg)
-        return _FORGED_FIX
-    if isinstance(error, InvalidSignatureError):
-        return (
-            "the token was changed after signing, or another key has the same kid: get a "
-            "fresh token from the server whose key set you check against"
-        )
-    if isinstance(error, BannedUserError):
-        return (
-            "the admin plugin marks this user banned; the middleware answers 403 unless "
-            "allow_banned=True (--allow-banned). A token keeps the flag it was issued with"
-        )
-    if isinstance(error, InvalidClaimError):
-        return _CLAIMS_FIX
-    return None
-
-
-_EXPIRED_FIX = (
-    "get a fresh token (GET /api/auth/token); Better Auth's tokens live 15 min unless "
-    "jwt.expirationTime says otherwise. If it should still be valid, compare this "
-    "machine's clock with the server's (the doctor command does)"
-)
-_UNKNOWN_KID_FIX = (
-    "the token was signed by another Better Auth server (check --base-url / --jwks-url), "
-    "or its key has left the key set (rotation grace period over)"
-)
-_FORGED_FIX = (
-    "the header's alg is not the algorithm of the key its kid names: the token was altered "
-    "or forged; get a fresh one from the server"
-)
-_CLAIMS_FIX = (
-    "Better Auth puts sub and exp in every session JWT: if the server customises "
-    "jwt.definePayload, keep them (exp, nbf and iat as numbers)"
-)
-
-
-def _immature_fix(leeway: float) -> str:
-    return (
-        "this machine's clock is behind the server's: sync both with NTP, or raise the "
-        f"leeway (--leeway, leeway=; now {leeway:g} s)"
-    )
-
-
-def _alg_fix(alg: object) -> str:
-    if isinstance(alg, str) and alg in SUPPORTED_ALGORITHMS:
-        return (
-            f"add {alg} to the accepted algorithms (--algorithms, algorithms=), or change "
-            "jwks.keyPairConfig.alg on the server"
-        )
-    return (
-        f"{_quote(alg)} is never accepted: Better Auth's jwt plugin signs with an asymmetric "
-        f"key ({', '.join(_SORTED_ALGS)}; EdDSA by default), so this token was not made by it"
-    )
-
-
-def _issuer_fix(iss: object, expected: str) -> str:
-    if iss == "":
-        return (
-            "the server signed with an empty iss, as Better Auth does when it cannot "
-            f"resolve its baseURL: set baseURL (or BETTER_AUTH_URL) on the server to {expected!r}"
-        )
-    if not isinstance(iss, str):
-        return f"set jwt.issuer on the Better Auth server to {expected!r}"
-    slash = (
-        " (they differ only by a trailing slash)" if iss.rstrip("/") == expected.rstrip("/") else ""
-    )
-    return (
-        f"set issuer={_clean(repr(iss))} (--issuer) if that is the server you trust, or fix "
-        f"jwt.issuer (or baseURL) on the server so it signs {expected!r}{slash}"
-    )
-
-
-def _audience_fix(aud: object, expected: frozenset[str]) -> str:
-    wanted = one_of(expected)
-    if aud is None:
-        return f"the token has no aud: set jwt.audience on the Better Auth server to {wanted}"
-    offered = (
-        aud
-        if isinstance(aud, str)
-        else next((a for a in aud if isinstance(a, str)), None)
-        if isinstance(aud, list)
-        else None
-    )
-    if offered is None:
-        return (
-            f"aud must be a string or a list of strings: set jwt.audience on the server to {wanted}"
-        )
-    return (
-        f"set audience={_clean(repr(offered))} (--audience) if this API should accept it, or "
-        f"set jwt.audience on the Better Auth server to {wanted}"
-    )
+    settings: VerifierSettings = {
+        "base_url": args.base_url,
+        "jwks_url": args.jwks_url,
+        "issuer": args.issuer,
+        "audience": args.audience,
+        "verify_issuer": identity and not args.no_verify_issuer,
+        "verify_audience": identity and not args.no_verify_audience,
+        "algorithms": args.algorithms,
+        "leeway": args.leeway,
+        "key_set": KeySetOptions(timeout=args.timeout),
+    }
+    return resolve_settings(settings)
 
 
 def _refusal_doc(error: BetterAuthError, fix: str | None) -> dict[str, Any]:
@@ -606,7 +379,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     try:
         parsed = parse_token(token)
     except MalformedTokenError as exc:
-        fix = _explain(exc, None, None)
+        fix = doctor.explain(exc, None, None)
         if args.json:
             _print_json(
                 {
@@ -622,7 +395,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
             if fix:
                 _out(f"fix: {fix}")
         return EXIT_REFUSED
-    times = _times(parsed.claims, time.time())
+    times = doctor.times(parsed.claims, time.time())
     if args.json:
         _print_json(
             {
@@ -644,14 +417,14 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     iss = parsed.claims.get("iss")
     if isinstance(iss, str) and iss.startswith(("http://", "https://")):
         _out()
-        _out(f"to verify it: {_PROG} verify - --base-url {_clean(iss)}")
+        _out(f"to verify it: {_PROG} verify - --base-url {doctor.clean(iss)}")
     return EXIT_OK
 
 
 def _print_members(members: Mapping[str, Any], times: Mapping[str, Mapping[str, Any]]) -> None:
-    width = max((len(_clean(k)) for k in members), default=0)
+    width = max((len(doctor.clean(k)) for k in members), default=0)
     for name, value in members.items():
-        line = f"  {_clean(name):<{width}}  {_show(value)}"
+        line = f"  {doctor.clean(name):<{width}}  {_show(value)}"
         when = times.get(name)
         if when is not None:
             line += f"  ({when['utc']}, {when['relative']})"
@@ -664,8 +437,7 @@ def _print_members(members: Mapping[str, Any], times: Mapping[str, Mapping[str, 
 def _cmd_verify(args: argparse.Namespace) -> int:
     token = _read_token(args.token)
     settings = _settings(args)
-    cache = _cache(settings, args)
-    verifier = _verifier(cache, settings, args)
+    verifier = TokenVerifier.from_settings(settings)
     code: int = anyio.run(_verify, args, token, verifier)
     return code
 
@@ -682,10 +454,10 @@ async def _verify(args: argparse.Namespace, token: str, verifier: TokenVerifier)
                 EXIT_KEY_SERVER,
                 type(exc).__name__,
                 exc.message,
-                _key_server_fix(exc, verifier.jwks.url),
+                doctor.key_server_fix(exc, verifier.jwks.url),
             )
         except BetterAuthError as exc:
-            fix = _explain(exc, _try_parse(token), verifier)
+            fix = doctor.explain(exc, _try_parse(token), verifier)
             if args.json:
                 _print_json(
                     {
@@ -698,14 +470,15 @@ async def _verify(args: argparse.Namespace, token: str, verifier: TokenVerifier)
                 )
             else:
                 _out(
-                    f"refused: {_clean(exc.message)} ({type(exc).__name__}, HTTP {exc.status_code})"
+                    f"refused: {doctor.clean(exc.message)} "
+                    f"({type(exc).__name__}, HTTP {exc.status_code})"
                 )
                 if fix:
                     _out(f"fix: {fix}")
             return EXIT_REFUSED
     finally:
         await verifier.jwks.aclose()
-    times = _times(verified.claims, time.time())
+    times = doctor.times(verified.claims, time.time())
     if args.json:
         _print_json(
             {
@@ -722,12 +495,15 @@ async def _verify(args: argparse.Namespace, token: str, verifier: TokenVerifier)
         )
         return EXIT_OK
     _out(
-        f"valid: signature verified with {verified.alg} key {_quote(verified.kid)}, "
+        f"valid: signature verified with {verified.alg} key {doctor.quote(verified.kid)}, "
         f"{_identity_summary(verifier)}"
     )
     _out(f"fingerprint  {fingerprint}")
-    _out(f"user         {_quote(user.id)}" + (f" {_quote(user.email)}" if user.email else ""))
-    _out(f"roles        {', '.join(_clean(r) for r in sorted(user.roles)) or '(none)'}")
+    _out(
+        f"user         {doctor.quote(user.id)}"
+        + (f" {doctor.quote(user.email)}" if user.email else "")
+    )
+    _out(f"roles        {', '.join(doctor.clean(r) for r in sorted(user.roles)) or '(none)'}")
     for name, when in times.items():
         _out(f"{name:<12} {when['utc']} ({when['relative']})")
     return EXIT_OK
@@ -748,8 +524,7 @@ def _identity_summary(verifier: TokenVerifier) -> str:
 
 
 def _cmd_jwks(args: argparse.Namespace) -> int:
-    settings = _settings(args, identity=False)
-    cache = _cache(settings, args)
+    cache = TokenVerifier.from_settings(_settings(args, identity=False)).jwks
     code: int = anyio.run(_jwks, args, cache)
     return code
 
@@ -759,7 +534,11 @@ async def _jwks(args: argparse.Namespace, cache: JWKSCache) -> int:
         await cache.refresh()
     except KeySetError as exc:
         return _fail(
-            args, EXIT_KEY_SERVER, type(exc).__name__, exc.message, _key_server_fix(exc, cache.url)
+            args,
+            EXIT_KEY_SERVER,
+            type(exc).__name__,
+            exc.message,
+            doctor.key_server_fix(exc, cache.url),
         )
     finally:
         await cache.aclose()
@@ -788,25 +567,30 @@ async def _jwks(args: argparse.Namespace, cache: JWKSCache) -> int:
             }
         )
         return EXIT_OK
-    _out(f"key set  {_clean(cache.url)}")
+    _out(f"key set  {doctor.clean(cache.url)}")
     _out(f"fetched  {_fetch_summary(cache)}")
     _out()
     rows = [("KID", "KTY", "CRV", "ALG")]
     rows += [
-        (_clean(k.kid), _clean(k.kty), _clean(k.crv or "-"), ",".join(sorted(k.algorithms)))
+        (
+            doctor.clean(k.kid),
+            doctor.clean(k.kty),
+            doctor.clean(k.crv or "-"),
+            ",".join(sorted(k.algorithms)),
+        )
         for k in cache.keys.values()
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
         _out("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     for label, reason in status.skipped:
-        _out(f"skipped  {_clean(label)}: {_clean(reason)}")
+        _out(f"skipped  {doctor.clean(label)}: {doctor.clean(reason)}")
     return EXIT_OK
 
 
 def _fetch_summary(cache: JWKSCache) -> str:
     status = cache.status()
-    when = _utc(status.last_fetch_at) if status.last_fetch_at is not None else "never"
+    when = doctor.utc(status.last_fetch_at) if status.last_fetch_at is not None else "never"
     took = (
         f" in {status.last_fetch_duration * 1000:.0f} ms"
         if status.last_fetch_duration is not None
@@ -818,32 +602,23 @@ def _fetch_summary(cache: JWKSCache) -> str:
 # -- doctor ------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class _Check:
-    name: str
-    status: str  # "ok", "warn", "fail" or "skip"
-    detail: str
-    fix: str | None = None
-
-
 def _cmd_doctor(args: argparse.Namespace) -> int:
     token = _read_token(args.token) if args.token is not None else None
     settings = _settings(args)
-    cache = _cache(settings, args)
-    verifier = _verifier(cache, settings, args)
+    verifier = TokenVerifier.from_settings(settings)
     code: int = anyio.run(_doctor, args, settings, verifier, token)
     return code
 
 
 async def _doctor(
-    args: argparse.Namespace, settings: ServerSettings, verifier: TokenVerifier, token: str | None
+    args: argparse.Namespace, settings: ResolvedSettings, verifier: TokenVerifier, token: str | None
 ) -> int:
     cache = verifier.jwks
-    checks: list[_Check] = []
+    checks: list[doctor.Check] = []
     try:
-        server_ok = await _check_server(cache, verifier, checks)
+        server_ok = await doctor.check_server(cache, verifier, checks)
         if token is not None:
-            await _check_token(token, verifier, server_ok, checks)
+            await doctor.check_token(token, verifier, server_ok, checks)
     finally:
         await cache.aclose()
     if not server_ok:
@@ -871,17 +646,17 @@ async def _doctor(
     audience = (
         ", ".join(sorted(settings.audiences)) if settings.audiences is not None else "(not checked)"
     )
-    _out(f"key set   {_clean(settings.jwks_url)}")
-    _out(f"issuer    {_clean(settings.issuer or '(not checked)')}")
-    _out(f"audience  {_clean(audience)}")
+    _out(f"key set   {doctor.clean(settings.jwks_url)}")
+    _out(f"issuer    {doctor.clean(settings.issuer or '(not checked)')}")
+    _out(f"audience  {doctor.clean(audience)}")
     if token is not None:
         _out(f"token     {token_fingerprint(token)}")
     _out()
     labels = {"ok": "[ ok ]", "warn": "[warn]", "fail": "[FAIL]", "skip": "[skip]"}
     for check in checks:
-        _out(f"{labels[check.status]} {check.name}: {_clean(check.detail)}")
+        _out(f"{labels[check.status]} {check.name}: {doctor.clean(check.detail)}")
         if check.fix:
-            _out(f"       fix: {_clean(check.fix)}")
+            _out(f"       fix: {doctor.clean(check.fix)}")
     failed = sum(c.status == "fail" for c in checks)
     warned = sum(c.status == "warn" for c in checks)
     _out()
@@ -890,166 +665,6 @@ async def _doctor(
     else:
         _out("all checks passed" + (f", {warned} warning(s)" if warned else "") + ".")
     return code
-
-
-async def _check_server(cache: JWKSCache, verifier: TokenVerifier, checks: list[_Check]) -> bool:
-    try:
-        await cache.refresh()
-    except KeySetError as exc:
-        name = "key server" if isinstance(exc, KeySetFetchError) else "key set"
-        checks.append(_Check(name, "fail", exc.message, _key_server_fix(exc, cache.url)))
-        offset = cache.status().server_clock_offset
-        if offset is not None:  # it answered, if not with keys: its clock still tells
-            checks.append(_clock_check(offset, verifier.rules.leeway))
-        return False
-    status = cache.status()
-    took = status.last_fetch_duration or 0.0
-    checks.append(_Check("key server", "ok", f"answered with a key set in {took * 1000:.0f} ms"))
-    keys = list(cache.keys.values())
-    algorithms = sorted({alg for key in keys for alg in key.algorithms})
-    described = ", ".join(f"{','.join(sorted(k.algorithms))} {k.kid!r}" for k in keys)
-    plural = "s" if len(keys) != 1 else ""
-    checks.append(_Check("key set", "ok", f"{len(keys)} usable key{plural}: {described}"))
-    for label, reason in status.skipped:
-        checks.append(
-            _Check(
-                "key set",
-                "warn",
-                f"key {label} is skipped: {reason}",
-                "tokens signed with it will be refused; if that key should be used, widen "
-                "--algorithms (algorithms=) or fix it on the server",
-            )
-        )
-    unused = sorted(verifier.algorithms - set(algorithms))
-    checks.append(
-        _Check(
-            "algorithms",
-            "ok",
-            f"the key set signs with {', '.join(algorithms)}"
-            + (f"; also accepted: {', '.join(unused)}" if unused else ""),
-        )
-    )
-    checks.append(_clock_check(status.server_clock_offset, verifier.rules.leeway))
-    return True
-
-
-def _clock_check(offset: float | None, leeway: float) -> _Check:
-    if offset is None:
-        return _Check("clock", "skip", "the server sent no Date header; clocks not compared")
-    direction = "ahead of" if offset > 0 else "behind"
-    size = abs(offset)
-    if size <= _CLOCK_OK:
-        return _Check("clock", "ok", f"within {_CLOCK_OK:g} s of the server's (its Date header)")
-    detail = f"the server's clock is about {size:.0f} s {direction} this machine's"
-    if size <= leeway:
-        return _Check(
-            "clock",
-            "warn",
-            f"{detail}; tokens still pass within the {leeway:g} s leeway",
-            "sync both machines with NTP",
-        )
-    effect = (
-        "fresh tokens will be refused as issued in the future"
-        if offset > 0
-        else "tokens will be refused before they expire"
-    )
-    return _Check(
-        "clock",
-        "fail",
-        f"{detail}, more than the {leeway:g} s leeway: {effect}",
-        "sync both machines with NTP, or raise the leeway (--leeway, leeway=)",
-    )
-
-
-async def _check_token(
-    token: str, verifier: TokenVerifier, server_ok: bool, checks: list[_Check]
-) -> None:
-    try:
-        parsed = parse_token(token)
-    except MalformedTokenError as exc:
-        checks.append(_Check("token", "fail", exc.message, _explain(exc, None, verifier)))
-        return
-    before = len(checks)
-    header, claims, rules = parsed.header, parsed.claims, verifier.rules
-    checks.append(_alg_kid_check(header, verifier, server_ok))
-    if rules.issuer is not None:
-        iss, iss_error = claims.get("iss"), rules.issuer_error(claims)
-        if iss_error is None:
-            checks.append(_Check("token iss", "ok", f"{_quote(iss)} is the expected issuer"))
-        else:
-            checks.append(
-                _Check("token iss", "fail", iss_error.message, _issuer_fix(iss, rules.issuer))
-            )
-    if rules.audiences is not None:
-        aud, aud_error = claims.get("aud"), rules.audience_error(claims)
-        if aud_error is None:
-            names = f"{_quote(aud)} names {one_of(rules.audiences)}"
-            checks.append(_Check("token aud", "ok", names))
-        else:
-            checks.append(
-                _Check("token aud", "fail", aud_error.message, _audience_fix(aud, rules.audiences))
-            )
-    checks.append(_times_check(claims, verifier))
-    if not server_ok:
-        checks.append(_Check("verdict", "skip", "not verified: no usable key set"))
-        return
-    try:
-        verified: VerifiedToken = await verifier.verify_token(token)
-        user, _ = UserBuilder().build(verified.claims)
-    except BetterAuthError as exc:
-        explained = any(c.status == "fail" for c in checks[before:])
-        fix = None if explained else _explain(exc, parsed, verifier)
-        checks.append(
-            _Check(
-                "verdict",
-                "fail",
-                f"refused with HTTP {exc.status_code}: {exc.message} ({type(exc).__name__})",
-                fix,
-            )
-        )
-        return
-    roles = ", ".join(sorted(user.roles)) or "none"
-    checks.append(_Check("verdict", "ok", f"accepted: user {user.id!r}, roles {roles}"))
-
-
-def _alg_kid_check(header: Mapping[str, Any], verifier: TokenVerifier, server_ok: bool) -> _Check:
-    alg, kid = header.get("alg"), header.get("kid")
-    if not isinstance(alg, str) or alg not in verifier.algorithms:
-        return _Check(
-            "token alg",
-            "fail",
-            f"alg {_quote(alg)} is not accepted ({', '.join(sorted(verifier.algorithms))})",
-            _alg_fix(alg),
-        )
-    if not server_ok:
-        return _Check("token alg/kid", "skip", f"alg {alg}; kid {_quote(kid)} not checked")
-    key = verifier.jwks.keys.get(kid) if isinstance(kid, str) else None
-    if key is None:
-        kids = ", ".join(repr(k) for k in verifier.jwks.keys)
-        return _Check(
-            "token kid",
-            "fail",
-            f"kid {_quote(kid)} is not in the key set ({kids})",
-            _UNKNOWN_KID_FIX,
-        )
-    if alg not in key.algorithms:
-        return _Check(
-            "token alg",
-            "fail",
-            f"alg {alg} is not the algorithm of key {kid!r} ({', '.join(sorted(key.algorithms))})",
-            _FORGED_FIX,
-        )
-    return _Check("token alg/kid", "ok", f"{alg}, signed by key {kid!r} of the key set")
-
-
-def _times_check(claims: Mapping[str, Any], verifier: TokenVerifier) -> _Check:
-    now = time.time()
-    text = "; ".join(f"{when['relative']} ({when['utc']})" for when in _times(claims, now).values())
-    error = verifier.rules.times_error(claims, now)
-    if error is None:
-        return _Check("token times", "ok", text)
-    detail = "; ".join(part for part in (text, error.message) if part)
-    return _Check("token times", "fail", detail, _explain(error, None, verifier))
 
 
 # -- dev-issuer --------------------------------------------------------------------
@@ -1127,7 +742,7 @@ def _announce(args: argparse.Namespace, issuer: Any, url: str, jwks_url: str) ->
         f"  base URL  {url}",
         f"  key set   {jwks_url}",
         f"  signing   {issuer.current_key.alg}, kid {issuer.current_key.kid}",
-        f"  tokens    valid until {_utc(expires_at)} ({_span(lifetime)})",
+        f"  tokens    valid until {doctor.utc(expires_at)} ({doctor.span(lifetime)})",
         "",
         "Point your API at it:",
         f"  export {ENV_BASE_URL}={url}",

@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import contextlib
-import json
-import logging
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
-from typing import Any
 
 import anyio
 import httpx
 
-from ._config import check_http_url
-from ._keys import SUPPORTED_ALGORITHMS, KeyRejected, VerificationKey, parse_jwk
+from ._keys import SUPPORTED_ALGORITHMS, SkippedKey, VerificationKey, parse_key_set
+from ._observability import EventHook, emit, logger
+from ._settings import KeySetOptions, check_algorithms, check_http_url
 from .errors import (
-    ConfigurationError,
     KeySetError,
     KeySetFetchError,
     KeySetInvalidError,
@@ -29,11 +26,8 @@ from .errors import (
 
 __all__ = ["JWKSCache", "KeySetStatus"]
 
-logger = logging.getLogger("starlette_betterauth")
-
 _MAX_AGE = re.compile(r"(?:^|,)\s*(?:s-)?max-age\s*=\s*\"?(\d{1,10})", re.IGNORECASE)
 _NO_CACHE = re.compile(r"(?:^|,)\s*no-(?:cache|store)\b", re.IGNORECASE)
-_MAX_KEYS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +56,7 @@ class KeySetStatus:
     fetches: int
     failures: int
     last_error: str | None
-    skipped: tuple[tuple[str, str], ...]
+    skipped: tuple[SkippedKey, ...]
     last_fetch_at: float | None = None
     last_fetch_duration: float | None = None
     server_clock_offset: float | None = None
@@ -86,8 +80,7 @@ class JWKSCache:
         client: an ``httpx.AsyncClient`` to reuse (the caller closes it); by
             default the cache makes its own, without keep-alive.
         algorithms: the algorithms keys may be used for.
-        timeout: seconds a whole fetch, body included, may take.
-        max_body_size: bytes of key set accepted; a larger body is cut and refused.
+        options: :class:`KeySetOptions`: ttl, refresh cooldown, timeout, size cap...
         on_event: ``(name, data)`` hook for metrics: each fetch emits
             ``jwks_fetch`` as it starts, then exactly one of ``jwks_refresh`` or
             ``jwks_failure``. Data keys are listed in
@@ -102,7 +95,9 @@ class JWKSCache:
 
     Example::
 
-        cache = JWKSCache("https://auth.example.com/api/auth/jwks")
+        cache = JWKSCache(
+            "https://auth.example.com/api/auth/jwks", options=KeySetOptions(ttl=600)
+        )
         await cache.refresh()          # optional warm-up
         key = await cache.get_key(kid)
     """
@@ -113,54 +108,20 @@ class JWKSCache:
         *,
         client: httpx.AsyncClient | None = None,
         algorithms: Iterable[str] = SUPPORTED_ALGORITHMS,
-        ttl: float = 300.0,
-        min_ttl: float = 30.0,
-        max_ttl: float = 86400.0,
-        refresh_cooldown: float = 1.0,
-        max_stale: float = 3600.0,
-        retry_interval: float = 5.0,
-        timeout: float = 5.0,
-        max_body_size: int = 512 * 1024,
-        on_event: Callable[[str, Mapping[str, Any]], None] | None = None,
+        options: KeySetOptions | None = None,
+        on_event: EventHook | None = None,
     ) -> None:
         check_http_url("the JWKS URL", url)
-        algorithms = frozenset(algorithms)
-        if not algorithms or not algorithms <= SUPPORTED_ALGORITHMS:
-            raise ConfigurationError(
-                f"algorithms must be a non-empty subset of {sorted(SUPPORTED_ALGORITHMS)}"
-            )
-        for name, value in (
-            ("ttl", ttl),
-            ("min_ttl", min_ttl),
-            ("max_ttl", max_ttl),
-            ("max_stale", max_stale),
-            ("timeout", timeout),
-        ):
-            if not (value > 0 and math.isfinite(value)):
-                raise ConfigurationError(f"{name} must be a positive number of seconds")
-        for name, value in (
-            ("refresh_cooldown", refresh_cooldown),
-            ("retry_interval", retry_interval),
-        ):
-            if not (value >= 0 and math.isfinite(value)):
-                raise ConfigurationError(f"{name} must be a finite number of seconds >= 0")
-        if max_body_size <= 0:
-            raise ConfigurationError("max_body_size must be a positive number of bytes")
         self.url = url
-        self.algorithms = algorithms
-        self.ttl = ttl
-        self.min_ttl = min(min_ttl, ttl)
-        self.max_ttl = max(max_ttl, ttl)
-        self.refresh_cooldown = refresh_cooldown
-        self.max_stale = max_stale
-        self.retry_interval = retry_interval
-        self.timeout = timeout
-        self.max_body_size = max_body_size
+        self.algorithms = check_algorithms(algorithms)
+        self.options = options = options if options is not None else KeySetOptions()
+        self._min_ttl = min(options.min_ttl, options.ttl)
+        self._max_ttl = max(options.max_ttl, options.ttl)
         self._client = client
         self._owned_client: httpx.AsyncClient | None = None
         self._on_event = on_event
         self._keys: dict[str, VerificationKey] = {}
-        self._skipped: tuple[tuple[str, str], ...] = ()
+        self._skipped: tuple[SkippedKey, ...] = ()
         self._loaded_at: float | None = None  # monotonic time of the last good fetch
         self._fresh_until = -math.inf  # no fetch needed before this
         self._usable_until = -math.inf  # loaded keys may serve until this (ttl + max_stale)
@@ -306,7 +267,11 @@ class JWKSCache:
             if self._inflight is not None:
                 await self._inflight[0].wait()
                 continue
-            gap = self._last_start + self.refresh_cooldown - time.monotonic() if cooldown else 0.0
+            gap = (
+                self._last_start + self.options.refresh_cooldown - time.monotonic()
+                if cooldown
+                else 0.0
+            )
             if gap > 0:
                 await anyio.sleep(gap)
                 continue
@@ -332,19 +297,20 @@ class JWKSCache:
         self._fetches += 1
         self._clock_offset = None
         logger.debug("fetching the key set from %s", self.url)
-        self._emit("jwks_fetch", {"url": self.url})
+        emit(self._on_event, "jwks_fetch", {"url": self.url})
         started = time.monotonic()
         try:
             body, cache_control = await self._download()
-            keys, skipped = self._parse(body)
+            keys, skipped = parse_key_set(body, self.algorithms)
         except KeySetError as exc:
             duration = self._fetch_ended(started)
             self._failures += 1
             self._last_error = exc
-            self._fresh_until = time.monotonic() + self.retry_interval
+            self._fresh_until = time.monotonic() + self.options.retry_interval
             stale = " (still serving the previous keys)" if self._keys else ""
             logger.warning("key set fetch from %s failed: %s%s", self.url, exc.message, stale)
-            self._emit(
+            emit(
+                self._on_event,
                 "jwks_failure",
                 {
                     "url": self.url,
@@ -356,6 +322,8 @@ class JWKSCache:
             )
             return
         duration = self._fetch_ended(started)
+        for label, reason in skipped:
+            logger.warning("key set from %s: skipping %s: %s", self.url, label, reason)
         now = time.monotonic()
         gained = sorted(keys.keys() - self._keys.keys())
         lost = sorted(self._keys.keys() - keys.keys())
@@ -365,7 +333,7 @@ class JWKSCache:
         self._last_error = None
         ttl = self._ttl_from(cache_control)
         self._fresh_until = now + ttl
-        self._usable_until = now + ttl + self.max_stale
+        self._usable_until = now + ttl + self.options.max_stale
         if gained or lost:
             logger.info(
                 "key set from %s: %d keys, gained %s, lost %s",
@@ -376,7 +344,8 @@ class JWKSCache:
             )
         else:
             logger.debug("key set from %s: %d keys, unchanged", self.url, len(keys))
-        self._emit(
+        emit(
+            self._on_event,
             "jwks_refresh",
             {
                 "url": self.url,
@@ -395,13 +364,13 @@ class JWKSCache:
 
     def _ttl_from(self, cache_control: str | None) -> float:
         if not cache_control:
-            return self.ttl
+            return self.options.ttl
         if _NO_CACHE.search(cache_control):
-            return self.min_ttl
+            return self._min_ttl
         match = _MAX_AGE.search(cache_control)
         if match is None:
-            return self.ttl
-        return min(max(float(match.group(1)), self.min_ttl), self.max_ttl)
+            return self.options.ttl
+        return min(max(float(match.group(1)), self._min_ttl), self._max_ttl)
 
     def _get_client(self) -> httpx.AsyncClient:
         if self._client is not None:
@@ -410,7 +379,7 @@ class JWKSCache:
         if client is None:
             # Fetches are minutes apart: no keep-alive, so no idle socket outlives one.
             client = httpx.AsyncClient(
-                timeout=self.timeout,
+                timeout=self.options.timeout,
                 follow_redirects=False,
                 limits=httpx.Limits(max_keepalive_connections=0),
             )
@@ -420,7 +389,7 @@ class JWKSCache:
     async def _download(self) -> tuple[bytes, str | None]:
         client = self._get_client()
         try:
-            with anyio.fail_after(self.timeout):
+            with anyio.fail_after(self.options.timeout):
                 async with client.stream(
                     "GET",
                     self.url,
@@ -433,9 +402,9 @@ class JWKSCache:
                             f"the key server answered HTTP {response.status_code}"
                         )
                     declared = response.headers.get("content-length", "")
-                    if declared.isdigit() and int(declared) > self.max_body_size:
+                    if declared.isdigit() and int(declared) > self.options.max_body_size:
                         raise KeySetInvalidError(
-                            f"the key set is larger than {self.max_body_size} bytes"
+                            f"the key set is larger than {self.options.max_body_size} bytes"
                         )
                     chunks: list[bytes] = []
                     size = 0
@@ -443,9 +412,9 @@ class JWKSCache:
                     try:
                         async for chunk in body:
                             size += len(chunk)
-                            if size > self.max_body_size:
+                            if size > self.options.max_body_size:
                                 raise KeySetInvalidError(
-                                    f"the key set is larger than {self.max_body_size} bytes"
+                                    f"the key set is larger than {self.options.max_body_size} bytes"
                                 )
                             chunks.append(chunk)
                     except BaseException:
@@ -455,54 +424,12 @@ class JWKSCache:
                     return b"".join(chunks), response.headers.get("cache-control")
         except TimeoutError as exc:
             raise KeySetFetchError(
-                f"the key server did not answer within {self.timeout} s"
+                f"the key server did not answer within {self.options.timeout} s"
             ) from exc
         except httpx.HTTPError as exc:
             raise KeySetFetchError(
                 f"the key server could not be reached ({type(exc).__name__})"
             ) from exc
-
-    def _parse(self, body: bytes) -> tuple[dict[str, VerificationKey], tuple[tuple[str, str], ...]]:
-        try:
-            document = json.loads(body)
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise KeySetInvalidError("the key set is not valid JSON") from exc
-        if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
-            raise KeySetInvalidError('the key set is not a JSON object with a "keys" list')
-        keys: dict[str, VerificationKey] = {}
-        skipped: list[tuple[str, str]] = []
-        for index, jwk in enumerate(document["keys"][:_MAX_KEYS]):
-            label = f"key #{index}"
-            try:
-                if not isinstance(jwk, dict):
-                    raise KeyRejected("it is not a JSON object")
-                if isinstance(jwk.get("kid"), str):
-                    label = repr(jwk["kid"][:64])
-                key = parse_jwk(jwk, self.algorithms)
-                if key.kid in keys:
-                    raise KeyRejected("its kid is used by an earlier key")
-            except Exception as exc:
-                # KeyRejected, or members of shapes no JWK has: skip it, never crash.
-                skipped.append((label, str(exc)))
-                logger.warning("key set from %s: skipping %s: %s", self.url, label, exc)
-                continue
-            keys[key.kid] = key
-        if not keys:
-            reasons = "; ".join(f"{label}: {reason}" for label, reason in skipped[:3])
-            more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
-            raise KeySetInvalidError(
-                f"the key set has no usable key ({reasons}{more})"
-                if skipped
-                else "the key set has no usable key (its keys list is empty)"
-            )
-        return keys, tuple(skipped)
-
-    def _emit(self, event: str, data: Mapping[str, Any]) -> None:
-        if self._on_event is not None:
-            try:
-                self._on_event(event, data)
-            except Exception:  # an observer must never break authentication
-                logger.exception("the on_event hook raised on %r", event)
 
 
 async def _abandon(response: httpx.Response, body: AsyncIterator[bytes]) -> None:

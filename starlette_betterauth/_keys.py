@@ -10,6 +10,7 @@ RS256, since PS256 is only ever used by a key whose JWK says so, as Better Auth'
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,17 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from jwt.api_jwk import PyJWK
 from jwt.exceptions import PyJWTError
 
-__all__ = ["SUPPORTED_ALGORITHMS", "KeyRejected", "VerificationKey", "parse_jwk"]
+from .errors import KeySetInvalidError
+
+__all__ = [
+    "MAX_KEYS",
+    "SUPPORTED_ALGORITHMS",
+    "KeyRejected",
+    "SkippedKey",
+    "VerificationKey",
+    "parse_jwk",
+    "parse_key_set",
+]
 
 #: Every algorithm the package can verify. HMAC and ``none`` are never among them.
 SUPPORTED_ALGORITHMS: frozenset[str] = frozenset({"EdDSA", "ES256", "ES512", "RS256", "PS256"})
@@ -41,6 +52,10 @@ _MIN_RSA_BITS = 2048
 # each check of a forged token 100x costlier. 65537 (17 bits) is what everyone uses;
 # 32 bits is about the bound of BoringSSL (33) and Go (31).
 _MAX_RSA_EXPONENT_BITS = 32
+#: Keys read from one key set; later entries are skipped.
+MAX_KEYS = 100
+#: ``(label, reason)`` of a key left out of a key set.
+SkippedKey = tuple[str, str]
 
 
 def _verify_eddsa(key: Any, signing_input: bytes, signature: bytes) -> bool:
@@ -182,3 +197,48 @@ def parse_jwk(jwk: Mapping[str, Any], accepted: frozenset[str]) -> VerificationK
                 "its RSA modulus comes from a weak key generator (ROCA, CVE-2017-15361)"
             )
     return VerificationKey(kid=kid, kty=kty, crv=crv, algorithms=frozenset({algorithm}), key=key)
+
+
+def parse_key_set(
+    body: bytes, accepted: frozenset[str]
+) -> tuple[dict[str, VerificationKey], tuple[SkippedKey, ...]]:
+    """Parse a JWKS document into usable keys by kid, and the keys left out with why.
+
+    Each unusable member is skipped with its reason (never a crash); a kid
+    used twice keeps its first key.
+
+    Raises:
+        KeySetInvalidError: not a JSON object with a ``keys`` list, or no usable key.
+    """
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise KeySetInvalidError("the key set is not valid JSON") from exc
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise KeySetInvalidError('the key set is not a JSON object with a "keys" list')
+    keys: dict[str, VerificationKey] = {}
+    skipped: list[SkippedKey] = []
+    for index, jwk in enumerate(document["keys"][:MAX_KEYS]):
+        label = f"key #{index}"
+        try:
+            if not isinstance(jwk, dict):
+                raise KeyRejected("it is not a JSON object")
+            if isinstance(jwk.get("kid"), str):
+                label = repr(jwk["kid"][:64])
+            key = parse_jwk(jwk, accepted)
+            if key.kid in keys:
+                raise KeyRejected("its kid is used by an earlier key")
+        except Exception as exc:
+            # KeyRejected, or members of shapes no JWK has: skip it, never crash.
+            skipped.append((label, str(exc)))
+            continue
+        keys[key.kid] = key
+    if not keys:
+        reasons = "; ".join(f"{label}: {reason}" for label, reason in skipped[:3])
+        more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        raise KeySetInvalidError(
+            f"the key set has no usable key ({reasons}{more})"
+            if skipped
+            else "the key set has no usable key (its keys list is empty)"
+        )
+    return keys, tuple(skipped)

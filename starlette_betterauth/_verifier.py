@@ -6,30 +6,34 @@ import copy
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, NamedTuple, NoReturn
+from typing import Any, NamedTuple, NoReturn, Unpack
 
 import httpx
 
 from ._claims import ClaimRules, short_repr
 from ._compact import parse_token
-from ._config import resolve_server
 from ._jwks import JWKSCache
-from ._keys import SUPPORTED_ALGORITHMS, VerificationKey
+from ._keys import VerificationKey
+from ._observability import EventHook
+from ._settings import (
+    DEFAULT_LEEWAY,
+    ResolvedSettings,
+    VerifierSettings,
+    check_algorithms,
+    check_audiences,
+    check_issuer,
+    check_leeway,
+    resolve_settings,
+)
 from .errors import (
-    ConfigurationError,
     InvalidSignatureError,
     InvalidTokenError,
     MalformedTokenError,
     UnsupportedAlgorithmError,
 )
 
-__all__ = ["DEFAULT_LEEWAY", "MAX_LEEWAY", "TokenVerifier", "VerifiedToken", "freeze_claims"]
+__all__ = ["DEFAULT_LEEWAY", "TokenVerifier", "VerifiedToken", "freeze_claims"]
 
-#: Seconds of clock skew tolerated on exp, nbf and iat.
-DEFAULT_LEEWAY = 10.0
-#: The most leeway accepted: beyond a few minutes it no longer absorbs clock skew but
-#: extends every token's life (``inf`` would switch expiry off).
-MAX_LEEWAY = 300.0
 _MAX_KID_LENGTH = 256
 _ACCEPTED_TYP = frozenset({"jwt", "at+jwt", "application/jwt", "application/at+jwt"})
 
@@ -81,33 +85,14 @@ class TokenVerifier:
         require_exp: bool = True,
         require_sub: bool = True,
     ) -> None:
-        accepted = frozenset(algorithms) if algorithms is not None else jwks.algorithms
-        if not accepted or not accepted <= SUPPORTED_ALGORITHMS:
-            raise ConfigurationError(
-                f"algorithms must be a non-empty subset of {sorted(SUPPORTED_ALGORITHMS)}"
-            )
-        if not (isinstance(leeway, int | float) and 0 <= leeway <= MAX_LEEWAY):
-            raise ConfigurationError(
-                f"leeway must be a number of seconds from 0 to {MAX_LEEWAY:g} (clock skew, not "
-                f"a grace period), got {leeway!r}"
-            )
-        if issuer is not None and (not isinstance(issuer, str) or not issuer):
-            raise ConfigurationError(
-                "issuer must be a non-empty string (or None to skip the check)"
-            )
-        audiences = frozenset([audience] if isinstance(audience, str) else audience or ())
-        if audience is not None and (
-            not audiences or not all(isinstance(a, str) and a for a in audiences)
-        ):
-            raise ConfigurationError(
-                "audience must be a non-empty string or list of them (or None to skip the check)"
-            )
         self.jwks = jwks
-        self.algorithms = accepted
+        self.algorithms = (
+            check_algorithms(algorithms) if algorithms is not None else jwks.algorithms
+        )
         self.rules = ClaimRules(
-            issuer=issuer,
-            audiences=audiences if audience is not None else None,
-            leeway=float(leeway),
+            issuer=check_issuer(issuer) if issuer is not None else None,
+            audiences=check_audiences(audience) if audience is not None else None,
+            leeway=check_leeway(leeway),
             require_exp=require_exp,
             require_sub=require_sub,
         )
@@ -116,47 +101,70 @@ class TokenVerifier:
     def for_server(
         cls,
         base_url: str | None = None,
+        /,
         *,
-        jwks_url: str | None = None,
-        issuer: str | None = None,
-        audience: str | Sequence[str] | None = None,
-        verify_issuer: bool = True,
-        verify_audience: bool = True,
-        algorithms: Sequence[str] | None = None,
-        leeway: float = DEFAULT_LEEWAY,
-        require_exp: bool = True,
         http_client: httpx.AsyncClient | None = None,
-        jwks_options: Mapping[str, Any] | None = None,
+        on_event: EventHook | None = None,
+        **settings: Unpack[VerifierSettings],
     ) -> TokenVerifier:
         """Build a verifier the way Better Auth's defaults lay a server out.
 
         ``jwks_url`` defaults to ``{base_url}/api/auth/jwks`` and ``issuer`` and
         ``audience`` to ``base_url``; with no ``base_url`` and no ``jwks_url``,
-        ``BETTER_AUTH_URL`` is read from the environment. ``jwks_options`` are
-        passed on to :class:`JWKSCache` (ttl, refresh_cooldown, timeout, ...).
+        ``BETTER_AUTH_URL`` is read from the environment. The settings are those
+        of the middleware (:class:`~starlette_betterauth.VerifierSettings`).
+
+        Example::
+
+            verifier = TokenVerifier.for_server(
+                "https://auth.example.com", key_set=KeySetOptions(ttl=600)
+            )
+            try:
+                claims = await verifier.verify(token)
+            finally:
+                await verifier.aclose()
+
+        Args:
+            base_url: Better Auth's ``baseURL`` (also accepted as a keyword).
+            http_client: an ``httpx.AsyncClient`` for key-set fetches.
+            on_event: the key-set cache's ``jwks_*`` event hook.
 
         Raises:
-            ConfigurationError: nothing to locate the server by, or a bad URL.
+            ConfigurationError: nothing to locate the server by, or a bad setting.
         """
-        settings = resolve_server(
-            base_url=base_url,
-            jwks_url=jwks_url,
-            issuer=issuer,
-            audience=audience,
-            verify_issuer=verify_issuer,
-            verify_audience=verify_audience,
+        if base_url is not None:
+            settings["base_url"] = base_url
+        return cls.from_settings(
+            resolve_settings(settings), http_client=http_client, on_event=on_event
         )
-        options = dict(jwks_options or {})
-        if algorithms is not None:
-            options["algorithms"] = frozenset(algorithms)
-        cache = JWKSCache(settings.jwks_url, client=http_client, **options)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: ResolvedSettings,
+        *,
+        http_client: httpx.AsyncClient | None = None,
+        on_event: EventHook | None = None,
+    ) -> TokenVerifier:
+        """Build a verifier, and its key-set cache, from resolved settings."""
+        cache = JWKSCache(
+            settings.jwks_url,
+            client=http_client,
+            algorithms=settings.algorithms,
+            options=settings.key_set,
+            on_event=on_event,
+        )
         return cls(
             cache,
             issuer=settings.issuer,
             audience=settings.audiences,
-            leeway=leeway,
-            require_exp=require_exp,
+            leeway=settings.leeway,
+            require_exp=settings.require_exp,
         )
+
+    async def aclose(self) -> None:
+        """Close the key-set cache's HTTP client, if the cache created it."""
+        await self.jwks.aclose()
 
     async def verify(self, token: str) -> Mapping[str, Any]:
         """Verify ``token`` and return its claims as a read-only mapping.

@@ -45,7 +45,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
-from ._authz import MISSING, Refusal, Requirement, http_response, user_in
+from ._requirements import MISSING, Refusal, Requirement, http_response, user_in
 from ._user import BetterAuthUser
 
 __all__ = [

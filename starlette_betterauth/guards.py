@@ -38,7 +38,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketState
 
-from ._authz import Refusal, Requirement, describe, http_response, user_in
+from ._requirements import Refusal, Requirement, describe, http_response, user_in
 from ._responses import ErrorResponse, send_websocket_denial
 from .errors import ConfigurationError
 

@@ -1,49 +1,16 @@
 """BetterAuthMiddleware: where authentication runs, once per HTTP request or websocket.
 
-Events
-------
-``on_event(name, data)`` is called synchronously, so keep it cheap (increment a
-counter). Every HTTP request and websocket handshake the middleware handles
-emits exactly one of ``accepted``, ``anonymous`` or ``refused``; the key-set
-cache adds its ``jwks_*`` events (see :class:`~starlette_betterauth.JWKSCache`)
-when the middleware builds the verifier. Names and data keys are stable; new
-keys may be added. A hook that raises is logged and ignored.
-
-============  ======================================  ========================================
-name          when                                    data
-============  ======================================  ========================================
-accepted      a token was verified; the app is        ``path``; ``cached`` (bool): the token
-              called                                  came from the verified-token cache
-anonymous     no token, let through (public route     ``path``
-              or ``optional=True``)
-refused       answered 401, 403 or 503; the app is    ``path``; ``reason``: the error's class
-              not called                              name (``ExpiredTokenError``, ...);
-                                                      ``status``
-jwks_fetch    a key-set fetch starts                  ``url``
-jwks_refresh  the fetch succeeded                     ``url``; ``keys`` (count); ``gained``,
-                                                      ``lost`` (sorted kids); ``duration`` (s)
-jwks_failure  the fetch failed                        ``url``; ``error`` (message); ``reason``
-                                                      (class name); ``stale`` (old keys still
-                                                      serving); ``duration`` (s)
-============  ======================================  ========================================
-
-``path`` is unbounded: do not use it as a metric label. ``reason`` is bounded by
-the exception tree in :mod:`starlette_betterauth.errors`.
-
-Logging
--------
-Logger ``starlette_betterauth``: one line per refused request at ``log_level``
-(WARNING for 503s) naming the method, path, reason and a short token
-fingerprint (:func:`token_fingerprint`, never the token); key-set changes at
-INFO, fetch failures and skipped keys at WARNING, routine fetches at DEBUG.
+The outcome events (``on_event``) and log lines are described in
+:mod:`starlette_betterauth._observability`: every HTTP request and websocket
+handshake emits exactly one of ``accepted``, ``anonymous`` or ``refused``, and
+the key-set cache adds ``jwks_fetch``, ``jwks_refresh`` and ``jwks_failure``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Unpack
 
 import httpx
 from starlette.authentication import AuthCredentials, UnauthenticatedUser
@@ -51,8 +18,9 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._authorization import bearer_token
+from ._auth_header import bearer_token
 from ._keys import VerificationKey
+from ._observability import EventHook, emit, logger, token_fingerprint
 from ._responses import (
     ErrorResponse,
     error_response,
@@ -61,24 +29,17 @@ from ._responses import (
     send_websocket_denial,
 )
 from ._routes import PublicRoutes
+from ._settings import VerifierSettings, resolve_settings
 from ._token_cache import TokenCache
 from ._user import BetterAuthUser, RoleSource, UserBuilder
-from ._verifier import DEFAULT_LEEWAY, TokenVerifier
+from ._verifier import TokenVerifier
 from .errors import BetterAuthError, ConfigurationError, KeySetError
 
 __all__ = ["BetterAuthMiddleware", "token_fingerprint"]
 
-logger = logging.getLogger("starlette_betterauth")
-
 ErrorHandler = Callable[[HTTPConnection, BetterAuthError], Response | None]
-EventHook = Callable[[str, Mapping[str, Any]], None]
 _Principal = tuple[BetterAuthUser, tuple[str, ...]]
 _MAX_ANSWERS = 256  # messages may quote the token's alg or kid: keep the memo bounded
-
-
-def token_fingerprint(token: str) -> str:
-    """A short, non-reversible tag for a token, safe to log: ``sha256:1a2b3c4d``."""
-    return "sha256:" + hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()[:8]
 
 
 def _current_key_check(verifier: TokenVerifier) -> Callable[[VerificationKey], bool]:
@@ -120,9 +81,8 @@ class BetterAuthMiddleware:
         jwks_url: the key set's URL, for a custom basePath or jwksPath.
         issuer: the exact ``iss`` required (defaults to ``base_url``).
         audience: the accepted audience or audiences (defaults to ``base_url``).
-        verify_issuer, verify_audience: opt-outs of those checks (not advised).
-        algorithms: accepted algorithms (default all of EdDSA, ES256, ES512, RS256, PS256).
-        leeway: seconds of clock skew tolerated.
+        verify_issuer, verify_audience, algorithms, leeway, require_exp, key_set:
+            the other verification settings (:class:`VerifierSettings`).
         public: routes reachable without a token, e.g. ``["/health", "GET /docs/*"]``;
             ``"PREFLIGHT /*"`` lets CORS preflights through (better: put
             ``CORSMiddleware`` outside this middleware, see the README).
@@ -139,9 +99,8 @@ class BetterAuthMiddleware:
             in the module docstring). With ``verifier=``, give the hook to its
             :class:`JWKSCache` too for the ``jwks_*`` events.
         log_level: level of the one log line per refused request.
-        verifier: a ready :class:`TokenVerifier` (then give no server settings).
+        verifier: a ready :class:`TokenVerifier` (then give no verification settings).
         http_client: an ``httpx.AsyncClient`` for key-set fetches.
-        jwks_options: further :class:`JWKSCache` options (ttl, refresh_cooldown, ...).
 
     Raises:
         ConfigurationError: at construction, for a missing or invalid setting.
@@ -151,14 +110,6 @@ class BetterAuthMiddleware:
         self,
         app: ASGIApp,
         *,
-        base_url: str | None = None,
-        jwks_url: str | None = None,
-        issuer: str | None = None,
-        audience: str | Sequence[str] | None = None,
-        verify_issuer: bool = True,
-        verify_audience: bool = True,
-        algorithms: Sequence[str] | None = None,
-        leeway: float = DEFAULT_LEEWAY,
         public: Iterable[str] = (),
         optional: bool = False,
         roles: RoleSource = "role",
@@ -171,44 +122,17 @@ class BetterAuthMiddleware:
         log_level: int = logging.INFO,
         verifier: TokenVerifier | None = None,
         http_client: httpx.AsyncClient | None = None,
-        jwks_options: Mapping[str, Any] | None = None,
+        **settings: Unpack[VerifierSettings],
     ) -> None:
         self.app = app
         if verifier is None:
-            options = dict(jwks_options or {})
-            if on_event is not None:
-                options.setdefault("on_event", on_event)
-            verifier = TokenVerifier.for_server(
-                base_url,
-                jwks_url=jwks_url,
-                issuer=issuer,
-                audience=audience,
-                verify_issuer=verify_issuer,
-                verify_audience=verify_audience,
-                algorithms=algorithms,
-                leeway=leeway,
-                http_client=http_client,
-                jwks_options=options,
+            verifier = TokenVerifier.from_settings(
+                resolve_settings(settings), http_client=http_client, on_event=on_event
             )
-        elif (
-            any(
-                v is not None
-                for v in (
-                    base_url,
-                    jwks_url,
-                    issuer,
-                    audience,
-                    algorithms,
-                    http_client,
-                    jwks_options,
-                )
-            )
-            or leeway != DEFAULT_LEEWAY
-            or not (verify_issuer and verify_audience)
-        ):
+        elif settings or http_client is not None:
+            given = sorted([*settings, *(["http_client"] if http_client is not None else [])])
             raise ConfigurationError(
-                "pass either verifier= or the verification settings (base_url, jwks_url, issuer, "
-                "audience, algorithms, leeway, http_client, jwks_options, ...), not both"
+                f"pass either verifier= or the verification settings ({', '.join(given)}), not both"
             )
         self.verifier = verifier
         self.public = PublicRoutes(public)
@@ -224,7 +148,7 @@ class BetterAuthMiddleware:
             leeway=verifier.rules.leeway,
             key_current=_current_key_check(verifier),
         )
-        self._retry_after = max(1, round(verifier.jwks.retry_interval))
+        self._retry_after = max(1, round(verifier.jwks.options.retry_interval))
         self._missing_error = missing_token()
         # Answers by (error class, message), built once: refusals repeat, and
         # building one costs more than most refusals themselves.
@@ -263,7 +187,7 @@ class BetterAuthMiddleware:
             scope["auth"] = AuthCredentials()
             scope.setdefault("state", {})["user"] = None
             if self.on_event is not None:
-                self._emit("anonymous", {"path": scope["path"]})
+                emit(self.on_event, "anonymous", {"path": scope["path"]})
         else:
             user, granted = principal
             scope["user"] = user
@@ -272,7 +196,7 @@ class BetterAuthMiddleware:
             scope["auth"] = AuthCredentials(granted)
             scope.setdefault("state", {})["user"] = user
             if self.on_event is not None:
-                self._emit("accepted", {"path": scope["path"], "cached": cached})
+                emit(self.on_event, "accepted", {"path": scope["path"], "cached": cached})
         await self.app(scope, receive, send)
 
     async def _authenticate(self, token: str) -> _Principal:
@@ -308,8 +232,10 @@ class BetterAuthMiddleware:
                 token_fingerprint(token) if token else "none",
             )
         if self.on_event is not None:
-            self._emit(
-                "refused", {"path": scope["path"], "reason": reason, "status": error.status_code}
+            emit(
+                self.on_event,
+                "refused",
+                {"path": scope["path"], "reason": reason, "status": error.status_code},
             )
         if self.on_error is not None:
             custom = self.on_error(HTTPConnection(scope, receive), error)
@@ -326,15 +252,6 @@ class BetterAuthMiddleware:
             await send_http(send, response)
         else:
             await send_websocket_denial(scope.get("extensions"), receive, send, response)
-
-    def _emit(self, name: str, data: Mapping[str, Any]) -> None:
-        hook = self.on_event
-        if hook is None:
-            return
-        try:
-            hook(name, data)
-        except Exception:  # an observer must never break authentication
-            logger.exception("the on_event hook raised on %r", name)
 
     def _warming(self, receive: Receive) -> Receive:
         jwks = self.verifier.jwks

@@ -33,7 +33,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import get_default_algorithms
 
-from ._config import DEFAULT_JWKS_PATH
+from ._settings import DEFAULT_JWKS_PATH
 
 __all__ = [
     "ALGORITHMS",

@@ -40,8 +40,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from starlette_betterauth import BetterAuthMiddleware
-from starlette_betterauth._authorization import MAX_AUTHORIZATION_LENGTH
+from starlette_betterauth import BetterAuthMiddleware, KeySetOptions
+from starlette_betterauth._auth_header import MAX_AUTHORIZATION_LENGTH
 from starlette_betterauth._compact import MAX_HEADER_LENGTH, MAX_TOKEN_LENGTH
 from starlette_betterauth.testing import ALGORITHMS, Issuer, JWKSServer, SigningKey, b64url
 
@@ -1269,7 +1269,7 @@ async def client(world: World) -> AsyncIterator[httpx.AsyncClient]:
             BetterAuthMiddleware,
             base_url=world.base,
             http_client=jwks_client,
-            jwks_options={"refresh_cooldown": 0},
+            key_set=KeySetOptions(refresh_cooldown=0),
         )
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:

@@ -256,7 +256,7 @@ async def test_rotated_key_is_accepted_on_the_first_request_that_carries_it(
             assert verifier.jwks.status().fetches == 2
 
             # Rotated again seconds later: past the cooldown, long before the key set's TTL.
-            await anyio.sleep(verifier.jwks.refresh_cooldown + 1.0)
+            await anyio.sleep(verifier.jwks.options.refresh_cooldown + 1.0)
             kid = await api.rotate_keys()
             newer = await api.jwt(user)
             assert unverified_part(newer, 0)["kid"] == kid

@@ -151,11 +151,7 @@ def test_bad_base_url_is_exit_2(cli: RunCLI, issuer: Issuer, url: str, fragment:
 
 def test_bad_settings_are_exit_2(cli: RunCLI, server: JWKSServer, issuer: Issuer) -> None:
     code, _, err = cli("verify", issuer.token(), "--base-url", server.url, "--leeway", "-1")
-    assert (code, err.strip()) == (
-        2,
-        "error: leeway must be a number of seconds from 0 to 300 (clock skew, not a grace "
-        "period), got -1.0",
-    )
+    assert (code, err.strip()) == (2, "error: leeway must be a number of seconds >= 0")
     code, _, err = cli("jwks", "--base-url", server.url, "--timeout", "0")
     assert (code, err.strip()) == (2, "error: timeout must be a positive number of seconds")
     assert server.requests == 0

@@ -10,7 +10,7 @@ import anyio
 import httpx
 import pytest
 
-from starlette_betterauth import JWKSCache
+from starlette_betterauth import JWKSCache, KeySetOptions
 from starlette_betterauth.errors import (
     ConfigurationError,
     KeySetFetchError,
@@ -42,7 +42,7 @@ async def test_random_kids_cause_at_most_one_fetch_per_cooldown(
     server: JWKSServer, issuer: Issuer
 ) -> None:
     cooldown = 1.0
-    cache = JWKSCache(server.jwks_url, refresh_cooldown=cooldown)
+    cache = JWKSCache(server.jwks_url, options=KeySetOptions(refresh_cooldown=cooldown))
     await cache.get_key(issuer.current_key.kid)
     kids = [secrets.token_hex(16) for _ in range(300)]
     refused = 0
@@ -73,7 +73,7 @@ async def test_random_kids_cause_at_most_one_fetch_per_cooldown(
 
 
 async def test_rotated_key_is_accepted_on_first_use(server: JWKSServer, issuer: Issuer) -> None:
-    cache = JWKSCache(server.jwks_url, refresh_cooldown=0.5)
+    cache = JWKSCache(server.jwks_url, options=KeySetOptions(refresh_cooldown=0.5))
     old = issuer.current_key.kid
     await cache.get_key(old)
     new = issuer.rotate().kid
@@ -87,7 +87,9 @@ async def test_rotated_key_is_accepted_on_first_use(server: JWKSServer, issuer: 
 async def test_failed_refresh_keeps_last_good_keys_and_recovers(
     server: JWKSServer, issuer: Issuer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cache = JWKSCache(server.jwks_url, ttl=0.05, retry_interval=0.05, refresh_cooldown=0)
+    cache = JWKSCache(
+        server.jwks_url, options=KeySetOptions(ttl=0.05, retry_interval=0.05, refresh_cooldown=0)
+    )
     kid = issuer.current_key.kid
     await cache.get_key(kid)
     server.status = 500
@@ -115,7 +117,7 @@ async def test_failed_refresh_keeps_last_good_keys_and_recovers(
 
 async def test_no_keys_and_server_down_raises_with_bounded_fetches(server: JWKSServer) -> None:
     server.status = 503
-    cache = JWKSCache(server.jwks_url, retry_interval=60)
+    cache = JWKSCache(server.jwks_url, options=KeySetOptions(retry_interval=60))
     for _ in range(50):
         with pytest.raises(KeySetFetchError, match="HTTP 503"):
             await cache.get_key("any")
@@ -126,7 +128,8 @@ async def test_no_keys_and_server_down_raises_with_bounded_fetches(server: JWKSS
 
 async def test_stale_keys_expire_after_max_stale(server: JWKSServer, issuer: Issuer) -> None:
     cache = JWKSCache(
-        server.jwks_url, ttl=0.05, max_stale=0.05, retry_interval=0, refresh_cooldown=0
+        server.jwks_url,
+        options=KeySetOptions(ttl=0.05, max_stale=0.05, retry_interval=0, refresh_cooldown=0),
     )
     await cache.get_key(issuer.current_key.kid)
     server.status = 500
@@ -137,13 +140,15 @@ async def test_stale_keys_expire_after_max_stale(server: JWKSServer, issuer: Iss
 
 async def test_cache_control_max_age_is_honoured(server: JWKSServer, issuer: Issuer) -> None:
     server.headers = {"Cache-Control": "public, max-age=3600"}
-    cache = JWKSCache(server.jwks_url, ttl=0.01, min_ttl=0.01)
+    cache = JWKSCache(server.jwks_url, options=KeySetOptions(ttl=0.01, min_ttl=0.01))
     await cache.get_key(issuer.current_key.kid)
     await anyio.sleep(0.05)
     await cache.get_key(issuer.current_key.kid)
     assert server.requests == 1
     server.headers = {"Cache-Control": "no-store"}
-    capped = JWKSCache(server.jwks_url, ttl=3600, min_ttl=0.01, refresh_cooldown=0)
+    capped = JWKSCache(
+        server.jwks_url, options=KeySetOptions(ttl=3600, min_ttl=0.01, refresh_cooldown=0)
+    )
     await capped.get_key(issuer.current_key.kid)
     await anyio.sleep(0.05)
     await capped.get_key(issuer.current_key.kid)
@@ -205,7 +210,7 @@ async def test_invalid_documents(server: JWKSServer, body: bytes, reason: str) -
 
 
 async def test_body_over_the_cap_is_refused(server: JWKSServer) -> None:
-    cache = JWKSCache(server.jwks_url, max_body_size=100)
+    cache = JWKSCache(server.jwks_url, options=KeySetOptions(max_body_size=100))
     with pytest.raises(KeySetInvalidError, match="larger than 100 bytes"):
         await cache.refresh()
 
@@ -241,14 +246,14 @@ def test_bad_settings() -> None:
     with pytest.raises(ConfigurationError):
         JWKSCache("https://a.example/jwks", algorithms=["HS256"])
     with pytest.raises(ConfigurationError):
-        JWKSCache("https://a.example/jwks", ttl=0)
+        JWKSCache("https://a.example/jwks", options=KeySetOptions(ttl=0))
     with pytest.raises(ConfigurationError):
-        JWKSCache("https://a.example/jwks", max_body_size=0)
+        JWKSCache("https://a.example/jwks", options=KeySetOptions(max_body_size=0))
 
 
 async def test_each_refusal_raises_a_fresh_exception(server: JWKSServer) -> None:
     server.status = 500
-    cache = JWKSCache(server.jwks_url, retry_interval=60)
+    cache = JWKSCache(server.jwks_url, options=KeySetOptions(retry_interval=60))
     raised: list[KeySetFetchError] = []
     for _ in range(3):
         try:
@@ -261,7 +266,9 @@ async def test_each_refusal_raises_a_fresh_exception(server: JWKSServer) -> None
 
 async def test_long_cache_control_keeps_keys_usable(server: JWKSServer, issuer: Issuer) -> None:
     server.headers = {"Cache-Control": "max-age=100000"}
-    cache = JWKSCache(server.jwks_url, ttl=0.05, min_ttl=0.01, max_stale=0.05)
+    cache = JWKSCache(
+        server.jwks_url, options=KeySetOptions(ttl=0.05, min_ttl=0.01, max_stale=0.05)
+    )
     await cache.get_key(issuer.current_key.kid)
     await anyio.sleep(0.2)
     assert (await cache.get_key(issuer.current_key.kid)).kid == issuer.current_key.kid
@@ -280,20 +287,20 @@ async def test_key_with_a_non_string_alg_is_skipped(server: JWKSServer, issuer: 
 async def test_unknown_kid_during_an_outage_is_503_not_401(
     server: JWKSServer, issuer: Issuer
 ) -> None:
-    cache = JWKSCache(server.jwks_url, refresh_cooldown=0)
+    cache = JWKSCache(server.jwks_url, options=KeySetOptions(refresh_cooldown=0))
     await cache.get_key(issuer.current_key.kid)
     server.status = 500
     rotated = issuer.rotate().kid
     with pytest.raises(KeySetFetchError):
         await cache.get_key(rotated)
     server.status = 200
-    await anyio.sleep(cache.retry_interval if cache.retry_interval < 0.1 else 0)
+    await anyio.sleep(cache.options.retry_interval if cache.options.retry_interval < 0.1 else 0)
     assert (await cache.get_key(issuer.current_key.kid)).kid == issuer.current_key.kid
 
 
 @pytest.mark.parametrize("value", [float("inf"), float("nan"), -1.0])
 def test_intervals_must_be_finite(value: float) -> None:
     with pytest.raises(ConfigurationError, match="refresh_cooldown"):
-        JWKSCache("https://a.example/jwks", refresh_cooldown=value)
+        JWKSCache("https://a.example/jwks", options=KeySetOptions(refresh_cooldown=value))
     with pytest.raises(ConfigurationError, match="retry_interval"):
-        JWKSCache("https://a.example/jwks", retry_interval=value)
+        JWKSCache("https://a.example/jwks", options=KeySetOptions(retry_interval=value))

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from starlette_betterauth import BetterAuthMiddleware, JWKSCache
+from starlette_betterauth import BetterAuthMiddleware, JWKSCache, KeySetOptions
 from starlette_betterauth.testing import Issuer, JWKSServer, SigningKey
 
 pytestmark = pytest.mark.anyio
@@ -160,11 +160,13 @@ async def whoami(request: Request) -> JSONResponse:
     return JSONResponse({"id": request.state.user.id})
 
 
-def make_app(url: str, **jwks_options: Any) -> BetterAuthMiddleware:
+def make_app(url: str, **key_set: Any) -> BetterAuthMiddleware:
     options: dict[str, Any] = {"timeout": TIMEOUT, "retry_interval": 60.0}
-    options.update(jwks_options)
+    options.update(key_set)
     return BetterAuthMiddleware(
-        Starlette(routes=[Route("/whoami", whoami)]), base_url=url, jwks_options=options
+        Starlette(routes=[Route("/whoami", whoami)]),
+        base_url=url,
+        key_set=KeySetOptions(**options),
     )
 
 
@@ -396,7 +398,7 @@ async def test_cache_without_middleware_keeps_keys_through_an_outage(
     server: JWKSServer, issuer: Issuer
 ) -> None:
     """The same guarantee for JWKSCache used alone (CLI, background jobs)."""
-    cache = JWKSCache(server.jwks_url, ttl=0.1, retry_interval=60)
+    cache = JWKSCache(server.jwks_url, options=KeySetOptions(ttl=0.1, retry_interval=60))
     kid = issuer.current_key.kid
     await cache.refresh()
     server.stop()

@@ -29,7 +29,7 @@ import psutil
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
-from starlette_betterauth import BetterAuthMiddleware
+from starlette_betterauth import BetterAuthMiddleware, KeySetOptions
 from starlette_betterauth.testing import Issuer, JWKSServer, b64url
 
 REQUESTS = 100_000
@@ -200,7 +200,9 @@ async def test_thousand_concurrent_cold_requests_cause_one_fetch(
 async def test_flood_of_unknown_kids_causes_bounded_fetches(
     server: JWKSServer, issuer: Issuer
 ) -> None:
-    app = BetterAuthMiddleware(ok, base_url=server.url, jwks_options={"refresh_cooldown": COOLDOWN})
+    app = BetterAuthMiddleware(
+        ok, base_url=server.url, key_set=KeySetOptions(refresh_cooldown=COOLDOWN)
+    )
     assert (await call(app, b"Bearer " + issuer.token().encode()))[0] == 200
     claims = b64url(issuer.claims())
     statuses: Counter[int] = Counter()
@@ -227,7 +229,9 @@ async def test_flood_of_unknown_kids_causes_bounded_fetches(
 async def test_hundred_thousand_distinct_tokens_leave_memory_bounded(
     server: JWKSServer, issuer: Issuer
 ) -> None:
-    app = BetterAuthMiddleware(ok, base_url=server.url, jwks_options={"refresh_cooldown": COOLDOWN})
+    app = BetterAuthMiddleware(
+        ok, base_url=server.url, key_set=KeySetOptions(refresh_cooldown=COOLDOWN)
+    )
     mix = TokenMix(issuer)
     # Warm-up: imports, first fetch, allocator arenas; then the baseline.
     for index in range(2000):

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from starlette_betterauth import BetterAuthMiddleware, JWKSCache
+from starlette_betterauth import BetterAuthMiddleware, JWKSCache, KeySetOptions
 from starlette_betterauth.__main__ import main
 from starlette_betterauth.middleware import token_fingerprint
 from starlette_betterauth.testing import Issuer, JWKSServer, SigningKey, b64url
@@ -132,7 +132,7 @@ async def test_key_set_fetches_and_changes_are_logged(
     caplog.set_level(logging.DEBUG, logger=LOGGER)
     url = server.jwks_url
     first = issuer.current_key.kid
-    jwks = JWKSCache(url, retry_interval=0)
+    jwks = JWKSCache(url, options=KeySetOptions(retry_interval=0))
     try:
         await jwks.refresh()
         await jwks.refresh()
@@ -226,7 +226,7 @@ async def test_no_log_record_ever_contains_a_token(
         log_level=logging.DEBUG,
         on_event=record_event,
         public=["/public"],
-        jwks_options={"refresh_cooldown": 0, "retry_interval": 0},
+        key_set=KeySetOptions(refresh_cooldown=0, retry_interval=0),
     )
     valid = issuer.token(role="admin")
     header, payload, _ = valid.split(".")

@@ -23,7 +23,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from starlette_betterauth import BetterAuthMiddleware, JWKSCache
+from starlette_betterauth import BetterAuthMiddleware, JWKSCache, KeySetOptions
 from starlette_betterauth.testing import Issuer, JWKSServer, SigningKey
 
 pytestmark = pytest.mark.anyio
@@ -198,7 +198,7 @@ async def test_each_fetch_emits_one_start_and_one_outcome(
     server: JWKSServer, issuer: Issuer
 ) -> None:
     recorder = Recorder()
-    jwks = JWKSCache(server.jwks_url, on_event=recorder, retry_interval=0)
+    jwks = JWKSCache(server.jwks_url, on_event=recorder, options=KeySetOptions(retry_interval=0))
     first = issuer.current_key.kid
     try:
         await jwks.refresh()
@@ -262,7 +262,7 @@ async def test_probe_loads_a_cold_cache_once(server: JWKSServer) -> None:
 async def test_probe_reports_a_down_key_server_without_hammering_it(issuer: Issuer) -> None:
     with JWKSServer(issuer) as server:
         server.status = 503
-        jwks = JWKSCache(server.jwks_url, retry_interval=60)
+        jwks = JWKSCache(server.jwks_url, options=KeySetOptions(retry_interval=60))
         try:
             for _ in range(5):
                 status = await jwks.probe()

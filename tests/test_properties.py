@@ -23,8 +23,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from starlette_betterauth import BetterAuthMiddleware
-from starlette_betterauth._authorization import (
+from starlette_betterauth import BetterAuthMiddleware, KeySetOptions
+from starlette_betterauth._auth_header import (
     MAX_AUTHORIZATION_LENGTH,
     bearer_token,
     parse_authorization,
@@ -248,7 +248,7 @@ async def client(key_server: JWKSServer) -> AsyncIterator[httpx.AsyncClient]:
         jwks_url=key_server.jwks_url,
         issuer=ISSUER.base_url,
         audience=ISSUER.base_url,
-        jwks_options={"refresh_cooldown": 0},
+        key_set=KeySetOptions(refresh_cooldown=0),
     )
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:

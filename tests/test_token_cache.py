@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from starlette_betterauth import BetterAuthMiddleware
+from starlette_betterauth import BetterAuthMiddleware, KeySetOptions
 from starlette_betterauth.errors import ConfigurationError
 from starlette_betterauth.testing import Issuer, JWKSServer
 
@@ -113,7 +113,7 @@ async def test_an_entry_never_outlives_the_cache_ttl(server: JWKSServer, issuer:
 async def test_tokens_of_a_removed_key_are_refused(server: JWKSServer, issuer: Issuer) -> None:
     events = Events()
     app = middleware(
-        server, events, jwks_options={"ttl": 0.2, "min_ttl": 0.2, "refresh_cooldown": 0}
+        server, events, key_set=KeySetOptions(ttl=0.2, min_ttl=0.2, refresh_cooldown=0)
     )
     old_key = issuer.current_key
     old_token = issuer.token(key=old_key, user_id="old")
@@ -184,7 +184,7 @@ async def test_a_token_that_failed_is_not_remembered_once_it_works(
 ) -> None:
     # Signed by a key the key set does not list yet: refused, then accepted once it is listed.
     events = Events()
-    app = middleware(server, events, jwks_options={"refresh_cooldown": 0})
+    app = middleware(server, events, key_set=KeySetOptions(refresh_cooldown=0))
     pending = issuer.rotate()
     issuer.remove_key(pending.kid)
     token = issuer.token(key=pending, user_id="later")

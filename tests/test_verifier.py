@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from starlette_betterauth import JWKSCache, TokenVerifier
+from starlette_betterauth import JWKSCache, KeySetOptions, TokenVerifier
 from starlette_betterauth.errors import (
     ConfigurationError,
     ExpiredTokenError,
@@ -136,7 +136,7 @@ async def test_kid_must_be_a_short_string(
 
 
 async def test_unknown_kid_is_refused(server: JWKSServer, issuer: Issuer) -> None:
-    verifier = TokenVerifier.for_server(server.url, jwks_options={"refresh_cooldown": 0.05})
+    verifier = TokenVerifier.for_server(server.url, key_set=KeySetOptions(refresh_cooldown=0.05))
     stranger = SigningKey("EdDSA")
     with pytest.raises(UnknownKeyError):
         await verifier.verify(stranger.sign(issuer.claims()))

@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 import pytest
 
-from starlette_betterauth import JWKSCache, TokenVerifier
+from starlette_betterauth import JWKSCache, KeySetOptions, TokenVerifier
 from starlette_betterauth._compact import parse_token
 from starlette_betterauth._keys import SUPPORTED_ALGORITHMS
 from starlette_betterauth.errors import (
@@ -182,7 +182,9 @@ def test_vectors_are_present() -> None:
 async def test_vector(key_server: JWKSServer, vector: Vector) -> None:
     key_server.body = json.dumps(vector.key_set).encode("utf-8")
     async with httpx.AsyncClient(verify=TLS) as client:
-        cache = JWKSCache(key_server.jwks_url, client=client, refresh_cooldown=0)
+        cache = JWKSCache(
+            key_server.jwks_url, client=client, options=KeySetOptions(refresh_cooldown=0)
+        )
         accepted = await signature_verdict(
             TokenVerifier(cache, issuer=None, audience=None), vector.jws
         )

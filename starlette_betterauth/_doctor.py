@@ -1,0 +1,438 @@
+"""The doctor's checks and the fixes it suggests, as plain functions.
+
+Each check returns a :class:`Check` (name, status, detail, fix); :func:`explain`
+turns any refusal into what to change, in the words of both sides' settings
+(the package's options and Better Auth's). The command line prints them; tests
+call them directly. Values that come from a token or a server are passed
+through :func:`clean` before they reach a terminal.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from ._claims import MAX_NUMERIC_DATE, one_of, short_repr
+from ._compact import ParsedToken, parse_token
+from ._jwks import JWKSCache
+from ._keys import SUPPORTED_ALGORITHMS
+from ._settings import DEFAULT_LEEWAY
+from ._user import UserBuilder
+from ._verifier import TokenVerifier, VerifiedToken
+from .errors import (
+    BannedUserError,
+    BetterAuthError,
+    ExpiredTokenError,
+    ImmatureTokenError,
+    InvalidAudienceError,
+    InvalidClaimError,
+    InvalidIssuerError,
+    InvalidSignatureError,
+    KeySetError,
+    KeySetFetchError,
+    MalformedTokenError,
+    OpaqueTokenError,
+    UnknownKeyError,
+    UnsupportedAlgorithmError,
+)
+
+__all__ = [
+    "Check",
+    "CheckStatus",
+    "check_server",
+    "check_token",
+    "clean",
+    "clock_check",
+    "explain",
+    "key_server_fix",
+    "quote",
+    "span",
+    "times",
+    "utc",
+]
+
+#: Within this many seconds the clocks agree: the Date header has whole seconds,
+#: and the fetch takes some time.
+_CLOCK_OK = 2.0
+
+CheckStatus = Literal["ok", "warn", "fail", "skip"]
+
+
+def clean(text: str) -> str:
+    """Text from a token or a server, safe to print on a terminal (no control characters)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+def quote(value: object) -> str:
+    """A value from a token inside a sentence, as the package's error messages show it."""
+    return clean(short_repr(value))
+
+
+# -- times -------------------------------------------------------------------------
+
+
+def utc(timestamp: float) -> str:
+    try:
+        return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, OSError, ValueError):
+        return "out of range"
+
+
+def span(seconds: float) -> str:
+    """A duration for people: ``45 s``, ``12 min``, ``3 h 5 min``, ``9 days``."""
+    seconds = abs(seconds)
+    if seconds < 90:
+        return f"{round(seconds)} s"
+    minutes = round(seconds / 60)
+    if minutes < 90:
+        return f"{minutes} min"
+    if seconds < 48 * 3600:
+        hours, rest = divmod(minutes, 60)
+        return f"{hours} h {rest} min" if rest else f"{hours} h"
+    return f"{round(seconds / 86400)} days"
+
+
+def _relative(name: str, value: float, now: float) -> str:
+    if name == "exp":
+        return (
+            f"expires in {span(value - now)}" if value > now else f"expired {span(now - value)} ago"
+        )
+    if name == "nbf":
+        return (
+            f"not valid for another {span(value - now)}"
+            if value > now
+            else f"valid since {span(now - value)} ago"
+        )
+    return (
+        f"issued {span(value - now)} in the future"
+        if value > now
+        else f"issued {span(now - value)} ago"
+    )
+
+
+def times(claims: Mapping[str, Any], now: float) -> dict[str, dict[str, Any]]:
+    """UTC and relative renderings of the token's numeric exp, nbf and iat."""
+    found: dict[str, dict[str, Any]] = {}
+    for name in ("iat", "nbf", "exp"):
+        value = claims.get(name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if 0 <= value <= MAX_NUMERIC_DATE:
+            found[name] = {
+                "value": value,
+                "utc": utc(value),
+                "relative": _relative(name, float(value), now),
+            }
+    return found
+
+
+# -- explanations ------------------------------------------------------------------
+
+
+def key_server_fix(error: KeySetError, url: str) -> str:
+    if isinstance(error, KeySetFetchError):
+        return (
+            f"check that the Better Auth server is running and reachable from here, and that "
+            f"{url} is its key set (the jwt plugin serves {{baseURL}}/api/auth/jwks; pass "
+            "--jwks-url for a custom basePath or jwks.jwksPath)"
+        )
+    return (
+        f"{url} answered, but not with a usable JSON Web Key Set: check --jwks-url, that the "
+        "jwt plugin is enabled on the server, and its keys' algorithms (--algorithms)"
+    )
+
+
+def explain(
+    error: BetterAuthError, parsed: ParsedToken | None, verifier: TokenVerifier | None
+) -> str | None:
+    """What to do about a refusal: the fix, in the words of both sides' settings."""
+    claims: Mapping[str, Any] = parsed.claims if parsed is not None else {}
+    header: Mapping[str, Any] = parsed.header if parsed is not None else {}
+    rules = verifier.rules if verifier is not None else None
+    if isinstance(error, OpaqueTokenError):
+        return None  # its message already says what to send instead
+    if isinstance(error, MalformedTokenError):
+        return (
+            "copy the whole JWT: three base64url parts joined by dots, without quotes, "
+            "spaces or line breaks"
+        )
+    if isinstance(error, InvalidIssuerError) and rules is not None and rules.issuer is not None:
+        return _issuer_fix(claims.get("iss"), rules.issuer)
+    if isinstance(error, InvalidAudienceError) and rules is not None:
+        return _audience_fix(claims.get("aud"), rules.audiences or frozenset())
+    if isinstance(error, ExpiredTokenError):
+        return _EXPIRED_FIX
+    if isinstance(error, ImmatureTokenError):
+        return _immature_fix(rules.leeway if rules is not None else DEFAULT_LEEWAY)
+    if isinstance(error, UnknownKeyError):
+        return _UNKNOWN_KID_FIX
+    if isinstance(error, UnsupportedAlgorithmError):
+        alg = header.get("alg")
+        if verifier is not None and not (isinstance(alg, str) and alg in verifier.algorithms):
+            return _alg_fix(alg)
+        return _FORGED_FIX
+    if isinstance(error, InvalidSignatureError):
+        return (
+            "the token was changed after signing, or another key has the same kid: get a "
+            "fresh token from the server whose key set you check against"
+        )
+    if isinstance(error, BannedUserError):
+        return (
+            "the admin plugin marks this user banned; the middleware answers 403 unless "
+            "allow_banned=True (--allow-banned). A token keeps the flag it was issued with"
+        )
+    if isinstance(error, InvalidClaimError):
+        return _CLAIMS_FIX
+    return None
+
+
+_EXPIRED_FIX = (
+    "get a fresh token (GET /api/auth/token); Better Auth's tokens live 15 min unless "
+    "jwt.expirationTime says otherwise. If it should still be valid, compare this "
+    "machine's clock with the server's (the doctor command does)"
+)
+_UNKNOWN_KID_FIX = (
+    "the token was signed by another Better Auth server (check --base-url / --jwks-url), "
+    "or its key has left the key set (rotation grace period over)"
+)
+_FORGED_FIX = (
+    "the header's alg is not the algorithm of the key its kid names: the token was altered "
+    "or forged; get a fresh one from the server"
+)
+_CLAIMS_FIX = (
+    "Better Auth puts sub and exp in every session JWT: if the server customises "
+    "jwt.definePayload, keep them (exp, nbf and iat as numbers)"
+)
+
+
+def _immature_fix(leeway: float) -> str:
+    return (
+        "this machine's clock is behind the server's: sync both with NTP, or raise the "
+        f"leeway (--leeway, leeway=; now {leeway:g} s)"
+    )
+
+
+def _alg_fix(alg: object) -> str:
+    if isinstance(alg, str) and alg in SUPPORTED_ALGORITHMS:
+        return (
+            f"add {alg} to the accepted algorithms (--algorithms, algorithms=), or change "
+            "jwks.keyPairConfig.alg on the server"
+        )
+    return (
+        f"{quote(alg)} is never accepted: Better Auth's jwt plugin signs with an asymmetric "
+        f"key ({', '.join(sorted(SUPPORTED_ALGORITHMS))}; EdDSA by default), so this token "
+        "was not made by it"
+    )
+
+
+def _issuer_fix(iss: object, expected: str) -> str:
+    if iss == "":
+        return (
+            "the server signed with an empty iss, as Better Auth does when it cannot "
+            f"resolve its baseURL: set baseURL (or BETTER_AUTH_URL) on the server to {expected!r}"
+        )
+    if not isinstance(iss, str):
+        return f"set jwt.issuer on the Better Auth server to {expected!r}"
+    slash = (
+        " (they differ only by a trailing slash)" if iss.rstrip("/") == expected.rstrip("/") else ""
+    )
+    return (
+        f"set issuer={clean(repr(iss))} (--issuer) if that is the server you trust, or fix "
+        f"jwt.issuer (or baseURL) on the server so it signs {expected!r}{slash}"
+    )
+
+
+def _audience_fix(aud: object, expected: frozenset[str]) -> str:
+    wanted = one_of(expected)
+    if aud is None:
+        return f"the token has no aud: set jwt.audience on the Better Auth server to {wanted}"
+    offered = (
+        aud
+        if isinstance(aud, str)
+        else next((a for a in aud if isinstance(a, str)), None)
+        if isinstance(aud, list)
+        else None
+    )
+    if offered is None:
+        return (
+            f"aud must be a string or a list of strings: set jwt.audience on the server to {wanted}"
+        )
+    return (
+        f"set audience={clean(repr(offered))} (--audience) if this API should accept it, or "
+        f"set jwt.audience on the Better Auth server to {wanted}"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One line of the doctor's report: what was checked, how it went, and the fix."""
+
+    name: str
+    status: CheckStatus
+    detail: str
+    fix: str | None = None
+
+
+async def check_server(cache: JWKSCache, verifier: TokenVerifier, checks: list[Check]) -> bool:
+    try:
+        await cache.refresh()
+    except KeySetError as exc:
+        name = "key server" if isinstance(exc, KeySetFetchError) else "key set"
+        checks.append(Check(name, "fail", exc.message, key_server_fix(exc, cache.url)))
+        offset = cache.status().server_clock_offset
+        if offset is not None:  # it answered, if not with keys: its clock still tells
+            checks.append(clock_check(offset, verifier.rules.leeway))
+        return False
+    status = cache.status()
+    took = status.last_fetch_duration or 0.0
+    checks.append(Check("key server", "ok", f"answered with a key set in {took * 1000:.0f} ms"))
+    keys = list(cache.keys.values())
+    algorithms = sorted({alg for key in keys for alg in key.algorithms})
+    described = ", ".join(f"{','.join(sorted(k.algorithms))} {k.kid!r}" for k in keys)
+    plural = "s" if len(keys) != 1 else ""
+    checks.append(Check("key set", "ok", f"{len(keys)} usable key{plural}: {described}"))
+    for label, reason in status.skipped:
+        checks.append(
+            Check(
+                "key set",
+                "warn",
+                f"key {label} is skipped: {reason}",
+                "tokens signed with it will be refused; if that key should be used, widen "
+                "--algorithms (algorithms=) or fix it on the server",
+            )
+        )
+    unused = sorted(verifier.algorithms - set(algorithms))
+    checks.append(
+        Check(
+            "algorithms",
+            "ok",
+            f"the key set signs with {', '.join(algorithms)}"
+            + (f"; also accepted: {', '.join(unused)}" if unused else ""),
+        )
+    )
+    checks.append(clock_check(status.server_clock_offset, verifier.rules.leeway))
+    return True
+
+
+def clock_check(offset: float | None, leeway: float) -> Check:
+    if offset is None:
+        return Check("clock", "skip", "the server sent no Date header; clocks not compared")
+    direction = "ahead of" if offset > 0 else "behind"
+    size = abs(offset)
+    if size <= _CLOCK_OK:
+        return Check("clock", "ok", f"within {_CLOCK_OK:g} s of the server's (its Date header)")
+    detail = f"the server's clock is about {size:.0f} s {direction} this machine's"
+    if size <= leeway:
+        return Check(
+            "clock",
+            "warn",
+            f"{detail}; tokens still pass within the {leeway:g} s leeway",
+            "sync both machines with NTP",
+        )
+    effect = (
+        "fresh tokens will be refused as issued in the future"
+        if offset > 0
+        else "tokens will be refused before they expire"
+    )
+    return Check(
+        "clock",
+        "fail",
+        f"{detail}, more than the {leeway:g} s leeway: {effect}",
+        "sync both machines with NTP, or raise the leeway (--leeway, leeway=)",
+    )
+
+
+async def check_token(
+    token: str, verifier: TokenVerifier, server_ok: bool, checks: list[Check]
+) -> None:
+    try:
+        parsed = parse_token(token)
+    except MalformedTokenError as exc:
+        checks.append(Check("token", "fail", exc.message, explain(exc, None, verifier)))
+        return
+    before = len(checks)
+    header, claims, rules = parsed.header, parsed.claims, verifier.rules
+    checks.append(_alg_kid_check(header, verifier, server_ok))
+    if rules.issuer is not None:
+        iss, iss_error = claims.get("iss"), rules.issuer_error(claims)
+        if iss_error is None:
+            checks.append(Check("token iss", "ok", f"{quote(iss)} is the expected issuer"))
+        else:
+            checks.append(
+                Check("token iss", "fail", iss_error.message, _issuer_fix(iss, rules.issuer))
+            )
+    if rules.audiences is not None:
+        aud, aud_error = claims.get("aud"), rules.audience_error(claims)
+        if aud_error is None:
+            names = f"{quote(aud)} names {one_of(rules.audiences)}"
+            checks.append(Check("token aud", "ok", names))
+        else:
+            checks.append(
+                Check("token aud", "fail", aud_error.message, _audience_fix(aud, rules.audiences))
+            )
+    checks.append(_times_check(claims, verifier))
+    if not server_ok:
+        checks.append(Check("verdict", "skip", "not verified: no usable key set"))
+        return
+    try:
+        verified: VerifiedToken = await verifier.verify_token(token)
+        user, _ = UserBuilder().build(verified.claims)
+    except BetterAuthError as exc:
+        explained = any(c.status == "fail" for c in checks[before:])
+        fix = None if explained else explain(exc, parsed, verifier)
+        checks.append(
+            Check(
+                "verdict",
+                "fail",
+                f"refused with HTTP {exc.status_code}: {exc.message} ({type(exc).__name__})",
+                fix,
+            )
+        )
+        return
+    roles = ", ".join(sorted(user.roles)) or "none"
+    checks.append(Check("verdict", "ok", f"accepted: user {user.id!r}, roles {roles}"))
+
+
+def _alg_kid_check(header: Mapping[str, Any], verifier: TokenVerifier, server_ok: bool) -> Check:
+    alg, kid = header.get("alg"), header.get("kid")
+    if not isinstance(alg, str) or alg not in verifier.algorithms:
+        return Check(
+            "token alg",
+            "fail",
+            f"alg {quote(alg)} is not accepted ({', '.join(sorted(verifier.algorithms))})",
+            _alg_fix(alg),
+        )
+    if not server_ok:
+        return Check("token alg/kid", "skip", f"alg {alg}; kid {quote(kid)} not checked")
+    key = verifier.jwks.keys.get(kid) if isinstance(kid, str) else None
+    if key is None:
+        kids = ", ".join(repr(k) for k in verifier.jwks.keys)
+        return Check(
+            "token kid",
+            "fail",
+            f"kid {quote(kid)} is not in the key set ({kids})",
+            _UNKNOWN_KID_FIX,
+        )
+    if alg not in key.algorithms:
+        return Check(
+            "token alg",
+            "fail",
+            f"alg {alg} is not the algorithm of key {kid!r} ({', '.join(sorted(key.algorithms))})",
+            _FORGED_FIX,
+        )
+    return Check("token alg/kid", "ok", f"{alg}, signed by key {kid!r} of the key set")
+
+
+def _times_check(claims: Mapping[str, Any], verifier: TokenVerifier) -> Check:
+    now = time.time()
+    text = "; ".join(f"{when['relative']} ({when['utc']})" for when in times(claims, now).values())
+    error = verifier.rules.times_error(claims, now)
+    if error is None:
+        return Check("token times", "ok", text)
+    detail = "; ".join(part for part in (text, error.message) if part)
+    return Check("token times", "fail", detail, explain(error, None, verifier))
