@@ -129,16 +129,23 @@ def _decode_json(raw: bytes, name: str) -> dict[str, Any]:
     return value
 
 
+#: Better Auth's raw session tokens: 32 letters and digits (a little latitude either way).
+_SESSION_TOKEN = re.compile(r"[A-Za-z0-9]{16,128}")
+#: Why a session token is refused where a JWT is expected, and the two ways out.
+SESSION_TOKEN_ADVICE = (
+    "this looks like a Better Auth session token, not a JWT: send the JWT from "
+    "/api/auth/token or the set-auth-jwt header, or accept session tokens with "
+    "accept=[BearerJWT(), SessionToken()]"
+)
+
+
 def _explain(token: str) -> NoReturn:
     """Name precisely why a token did not match the compact form (slow path)."""
     if not token:
         _fail("the token is empty")
     segments = token.split(".")
-    if len(segments) == 2 and all(segments):
-        raise OpaqueTokenError(
-            "this looks like a Better Auth session token, not a JWT: send the JWT "
-            "from /api/auth/token or the set-auth-jwt header"
-        )
+    if (len(segments) == 2 and all(segments)) or _SESSION_TOKEN.fullmatch(token):
+        raise OpaqueTokenError(SESSION_TOKEN_ADVICE)
     if len(segments) != 3:
         _fail(f"a JWT has 3 dot-separated segments, this token has {len(segments)}")
     for name, segment in zip(("header", "payload", "signature"), segments, strict=True):

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -15,6 +14,7 @@ from email.utils import parsedate_to_datetime
 import anyio
 import httpx
 
+from ._http import ACCEPT_IDENTITY, BodyTooLarge, ContentEncoded, read_limited
 from ._keys import SUPPORTED_ALGORITHMS, SkippedKey, VerificationKey, parse_key_set
 from ._observability import EventHook, emit, logger
 from ._settings import KeySetOptions, check_algorithms, check_http_url
@@ -33,13 +33,8 @@ _NO_CACHE = re.compile(r"(?:^|,)\s*no-(?:cache|store)\b", re.IGNORECASE)
 _MAX_SKIPPED_LOGGED = 10
 # Kids a refetch looked for and did not find, remembered to refuse them at once.
 _MAX_ABSENT_KIDS = 1024
-# A key set is a few KiB: it is asked for uncompressed, so the size cap bounds the
-# bytes held. Decoding a compressed answer first would not: 1 KiB of "gzip, gzip"
-# decodes to 512 MiB before any cap could look at it.
-_REQUEST_HEADERS = {
-    "accept": "application/jwk-set+json, application/json",
-    "accept-encoding": "identity",
-}
+# A key set is asked for uncompressed, so the size cap bounds the bytes held.
+_REQUEST_HEADERS = dict([("accept", "application/jwk-set+json, application/json"), ACCEPT_IDENTITY])
 
 
 @dataclass(frozen=True, slots=True)
@@ -463,29 +458,18 @@ class JWKSCache:
                         raise KeySetFetchError(
                             f"the key server answered HTTP {response.status_code}"
                         )
-                    _check_identity_encoding(response.headers.get("content-encoding"))
-                    declared = response.headers.get("content-length", "")
-                    if declared.isdigit() and int(declared) > self.options.max_body_size:
-                        raise KeySetInvalidError(
-                            f"the key set is larger than {self.options.max_body_size} bytes"
-                        )
-                    chunks: list[bytes] = []
-                    size = 0
-                    # Raw bytes, never decoded: the size cap bounds what is held.
-                    body = _raw_body(response)
-                    try:
-                        async for chunk in body:
-                            size += len(chunk)
-                            if size > self.options.max_body_size:
-                                raise KeySetInvalidError(
-                                    f"the key set is larger than {self.options.max_body_size} bytes"
-                                )
-                            chunks.append(chunk)
-                    except BaseException:
-                        with anyio.CancelScope(shield=True):
-                            await _abandon(response, body)
-                        raise
-                    return b"".join(chunks), response.headers.get("cache-control")
+                    body = await read_limited(response, self.options.max_body_size)
+                    return body, response.headers.get("cache-control")
+        except ContentEncoded as exc:
+            raise KeySetInvalidError(
+                f"the key server answered Content-Encoding {str(exc)!r} although the key set "
+                "is asked for uncompressed (Accept-Encoding: identity); serve it without "
+                "compression"
+            ) from exc
+        except BodyTooLarge as exc:
+            raise KeySetInvalidError(
+                f"the key set is larger than {self.options.max_body_size} bytes"
+            ) from exc
         except TimeoutError as exc:
             raise KeySetFetchError(
                 f"the key server did not answer within {self.options.timeout} s"
@@ -494,42 +478,6 @@ class JWKSCache:
             raise KeySetFetchError(
                 f"the key server could not be reached ({type(exc).__name__})"
             ) from exc
-
-
-async def _raw_body(response: httpx.Response) -> AsyncIterator[bytes]:
-    """The body as received; a transport that answered from memory has it read already."""
-    if response.is_stream_consumed:  # e.g. httpx.MockTransport, identity-encoded
-        yield response.content
-        return
-    async for chunk in response.aiter_raw():
-        yield chunk
-
-
-def _check_identity_encoding(value: str | None) -> None:
-    """Refuse an answer whose body is content-encoded (compressed), as it was not asked for."""
-    if value is None:
-        return
-    codings = [c.strip().lower() for c in value.split(",")]
-    if all(c in ("", "identity") for c in codings):
-        return
-    shown = value if len(value) <= 40 else value[:37] + "..."
-    raise KeySetInvalidError(
-        f"the key server answered Content-Encoding {shown!r} although the key set is asked "
-        "for uncompressed (Accept-Encoding: identity); serve it without compression"
-    )
-
-
-async def _abandon(response: httpx.Response, body: AsyncIterator[bytes]) -> None:
-    """Stop reading ``response`` midway without leaving httpx's generators suspended.
-
-    httpx streams a body through nested async generators; one dropped unfinished is
-    finalized by the garbage collector, which trio reports as a ResourceWarning. Once
-    the response is closed the next read fails, and that failure ends all of them.
-    """
-    await response.aclose()
-    with contextlib.suppress(Exception):
-        for _ in range(16):  # what was already buffered, then the failed read
-            await body.__anext__()
 
 
 def _clock_offset(date: str | None) -> float | None:

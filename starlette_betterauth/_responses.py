@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 
 from starlette.types import Message, Receive, Send
 
-from .errors import BetterAuthError, KeySetError, MissingTokenError
+from .errors import BetterAuthError, MissingTokenError, ServiceUnavailableError
 
 __all__ = [
     "ErrorResponse",
@@ -20,9 +21,10 @@ ErrorResponse = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 #: The refusal of a request that carries no token, shared by the middleware and the guards.
 MISSING_TOKEN_MESSAGE = "this endpoint needs a bearer token"
-#: What any caller is told when no key set can be had. Why (the key server's status,
-#: which kids were skipped and for what) goes to the log and the ``on_error`` hook only.
-KEY_SET_UNAVAILABLE_MESSAGE = "the token cannot be checked now; retry later"
+#: What any caller is told when the key set or get-session cannot be had. Why (the
+#: server's status, which kids were skipped and for what) goes to the log and the
+#: ``on_error`` hook only.
+SERVICE_UNAVAILABLE_MESSAGE = "the credentials cannot be checked now; retry later"
 
 
 def missing_token() -> MissingTokenError:
@@ -40,8 +42,9 @@ def _quoted(text: str) -> str:
 def error_response(error: BetterAuthError, *, retry_after: int = 5) -> ErrorResponse:
     """Status, headers and body for ``error``; never includes the token.
 
-    A :class:`KeySetError` is answered with a generic message: its own message
-    describes the key server and its keys, which is for the operator's log.
+    A :class:`ServiceUnavailableError` (503) is answered with a generic message:
+    its own message describes the Better Auth server and its keys, which is for
+    the operator's log.
     """
     challenge = "Bearer"
     if error.error_code is not None:
@@ -51,12 +54,16 @@ def error_response(error: BetterAuthError, *, retry_after: int = 5) -> ErrorResp
         (b"www-authenticate", challenge.encode("ascii")),
         (b"cache-control", b"no-store"),
     ]
-    if isinstance(error, KeySetError):
-        headers.append((b"retry-after", str(retry_after).encode("ascii")))
+    if isinstance(error, ServiceUnavailableError):
+        wait = error.retry_after
+        seconds = retry_after if wait is None else max(1, math.ceil(wait))
+        headers.append((b"retry-after", str(seconds).encode("ascii")))
     document = {
         "error": error.error_code or _default_code(error),
         "error_description": (
-            KEY_SET_UNAVAILABLE_MESSAGE if isinstance(error, KeySetError) else error.message
+            SERVICE_UNAVAILABLE_MESSAGE
+            if isinstance(error, ServiceUnavailableError)
+            else error.message
         ),
     }
     body = json.dumps(document, separators=(",", ":")).encode("utf-8")
@@ -65,7 +72,7 @@ def error_response(error: BetterAuthError, *, retry_after: int = 5) -> ErrorResp
 
 
 def _default_code(error: BetterAuthError) -> str:
-    if isinstance(error, KeySetError):
+    if isinstance(error, ServiceUnavailableError):
         return "temporarily_unavailable"
     return "unauthorized" if error.status_code == 401 else "forbidden"
 

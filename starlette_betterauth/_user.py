@@ -8,6 +8,7 @@ from typing import Any, TypeAlias
 
 from starlette.authentication import BaseUser
 
+from ._frozen import freeze_claims
 from .errors import BannedUserError, ConfigurationError
 
 __all__ = ["BetterAuthUser", "RoleSource", "UserBuilder"]
@@ -31,10 +32,26 @@ class BetterAuthUser(BaseUser):
             one comma-separated string, ``"user,admin"``, which becomes
             ``frozenset({"user", "admin"})``.
         scopes: OAuth scopes from a space-separated ``scope`` claim.
-        claims: a read-only mapping of the whole verified payload.
+        claims: a read-only mapping of the whole verified payload (for a
+            session: the session's user object, with ``sub`` its id); nested
+            objects are read-only dicts and arrays tuples.
+        kind: which credential authenticated the user: ``"jwt"``,
+            ``"session_cookie"`` or ``"session_token"``.
+        session_id: the Better Auth session's id, where known.
+        expires_at: when the credential stops being valid (Unix seconds), where known.
     """
 
-    __slots__ = ("claims", "email", "id", "name", "roles", "scopes")
+    __slots__ = (
+        "claims",
+        "email",
+        "expires_at",
+        "id",
+        "kind",
+        "name",
+        "roles",
+        "scopes",
+        "session_id",
+    )
 
     id: str
     email: str | None
@@ -42,6 +59,9 @@ class BetterAuthUser(BaseUser):
     roles: frozenset[str]
     scopes: frozenset[str]
     claims: Mapping[str, Any]
+    kind: str
+    session_id: str | None
+    expires_at: float | None
 
     def __init__(
         self,
@@ -52,16 +72,22 @@ class BetterAuthUser(BaseUser):
         roles: frozenset[str],
         scopes: frozenset[str],
         claims: Mapping[str, Any],
+        kind: str = "jwt",
+        session_id: str | None = None,
+        expires_at: float | None = None,
     ) -> None:
         # One user object is shared by every request carrying the same token
-        # (the verified-token cache), so it is immutable.
+        # (the verified-token cache), so it is immutable, its claims included.
         setter = object.__setattr__
         setter(self, "id", id)
         setter(self, "email", email)
         setter(self, "name", name)
         setter(self, "roles", roles)
         setter(self, "scopes", scopes)
-        setter(self, "claims", claims)
+        setter(self, "claims", freeze_claims(claims))
+        setter(self, "kind", kind)
+        setter(self, "session_id", session_id)
+        setter(self, "expires_at", expires_at)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"BetterAuthUser is immutable; cannot set {name!r}")
@@ -89,7 +115,15 @@ class BetterAuthUser(BaseUser):
         return role in self.roles
 
     def __repr__(self) -> str:
-        return f"BetterAuthUser(id={self.id!r}, email={self.email!r}, roles={sorted(self.roles)})"
+        return (
+            f"BetterAuthUser(id={self.id!r}, email={self.email!r}, roles={sorted(self.roles)}, "
+            f"kind={self.kind!r})"
+        )
+
+
+def _sid(claims: Mapping[str, Any]) -> str | None:
+    sid = claims.get("sid")
+    return sid if type(sid) is str else None
 
 
 # What may pad a role or scope name: ASCII space and tab, as in "user, admin".
@@ -181,7 +215,14 @@ class UserBuilder:
             )
         self.allow_banned = allow_banned
 
-    def build(self, claims: Mapping[str, Any]) -> tuple[BetterAuthUser, tuple[str, ...]]:
+    def build(
+        self,
+        claims: Mapping[str, Any],
+        *,
+        kind: str = "jwt",
+        session_id: str | None = None,
+        expires_at: float | None = None,
+    ) -> tuple[BetterAuthUser, tuple[str, ...]]:
         """Return the user and its credential scopes; raise BannedUserError for a banned user.
 
         The scopes are a tuple so a cached result can be shared: build a fresh
@@ -207,6 +248,9 @@ class UserBuilder:
             roles=roles,
             scopes=scopes,
             claims=claims,
+            kind=kind,
+            session_id=session_id if session_id is not None else _sid(claims),
+            expires_at=expires_at,
         )
         granted = ("authenticated", *sorted(f"role:{r}" for r in roles))
         return user, (*granted, *sorted(f"scope:{s}" for s in scopes))

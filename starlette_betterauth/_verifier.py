@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, NamedTuple, NoReturn, Unpack
+from typing import Any, NamedTuple, Unpack
 
 import httpx
 
@@ -32,7 +31,7 @@ from .errors import (
     UnsupportedAlgorithmError,
 )
 
-__all__ = ["DEFAULT_LEEWAY", "TokenVerifier", "VerifiedToken", "freeze_claims"]
+__all__ = ["DEFAULT_LEEWAY", "TokenVerifier", "VerifiedToken"]
 
 _MAX_KID_LENGTH = 256
 _ACCEPTED_TYP = frozenset({"jwt", "at+jwt", "application/jwt", "application/at+jwt"})
@@ -72,6 +71,9 @@ class TokenVerifier:
         leeway: seconds of clock skew tolerated on exp, nbf and iat, 0 to 300.
         require_exp: refuse tokens without ``exp`` (the default; an opt-out exists).
         require_sub: refuse tokens without a non-empty string ``sub``.
+        typ: the header ``typ`` required (e.g. Better Auth's session cookie cache,
+            ``"better-auth.session-cache+jwt"``); by default ``typ`` may be absent,
+            ``JWT`` or ``at+jwt``.
     """
 
     def __init__(
@@ -84,8 +86,10 @@ class TokenVerifier:
         leeway: float = DEFAULT_LEEWAY,
         require_exp: bool = True,
         require_sub: bool = True,
+        typ: str | None = None,
     ) -> None:
         self.jwks = jwks
+        self.typ = typ.lower() if typ is not None else None
         self.algorithms = (
             check_algorithms(algorithms) if algorithms is not None else jwks.algorithms
         )
@@ -188,8 +192,12 @@ class TokenVerifier:
         kid = header.get("kid")
         if type(kid) is not str or not 0 < len(kid) <= _MAX_KID_LENGTH:
             raise MalformedTokenError("the token header has no usable kid")
+        if self.typ is not None:
+            typ = header.get("typ")
+            if type(typ) is not str or typ.lower() != self.typ:
+                raise InvalidTokenError(f"the token's typ {short_repr(typ)} is not {self.typ!r}")
         if len(header) > 2:
-            _check_extra_header(header)
+            _check_extra_header(header, self.typ is None)
         key = await self.jwks.get_key(kid)
         if alg not in key.algorithms:
             raise UnsupportedAlgorithmError(
@@ -200,65 +208,14 @@ class TokenVerifier:
             raise InvalidSignatureError("the token's signature does not verify")
         claims = parsed.claims
         exp = self.rules.check(claims, time.time())
-        return VerifiedToken(freeze_claims(claims), MappingProxyType(header), kid, alg, exp, key)
+        return VerifiedToken(MappingProxyType(claims), MappingProxyType(header), kid, alg, exp, key)
 
 
-class FrozenObject(dict[str, Any]):
-    """A JSON object inside verified claims, read-only.
-
-    Still a ``dict``, so ``json.dumps`` and ``JSONResponse`` take the claims as
-    they are; every method that would change it raises ``TypeError``. Copies
-    (``dict(obj)``, ``copy.copy``, ``copy.deepcopy``) are plain, mutable dicts.
-    """
-
-    __slots__ = ()
-
-    def _refuse(self, *args: object, **kwargs: object) -> NoReturn:
-        raise TypeError("verified claims are read-only; change a copy: dict(claims[...])")
-
-    __setitem__ = __delitem__ = __ior__ = _refuse
-    clear = pop = popitem = setdefault = update = _refuse
-
-    def __copy__(self) -> dict[str, Any]:
-        return dict(self)
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
-        return copy.deepcopy(dict(self), memo)
-
-    def __reduce__(self) -> tuple[type[dict[str, Any]], tuple[dict[str, Any]]]:
-        return dict, (dict(self),)
-
-
-def _frozen(value: Any) -> Any:
-    kind = type(value)
-    if kind is dict:
-        return FrozenObject({name: _frozen(member) for name, member in value.items()})
-    if kind is list:
-        return tuple([_frozen(item) for item in value])
-    return value
-
-
-def freeze_claims(claims: dict[str, Any]) -> Mapping[str, Any]:
-    """A read-only view of freshly parsed ``claims``, nested values included.
-
-    One verified user is shared by every request carrying the same token (the
-    verified-token cache), so no handler may change what the next one reads:
-    arrays become tuples and objects :class:`FrozenObject`. ``claims`` itself is
-    changed in place (its owner is the parser). Better Auth's claims are flat,
-    so usually this is one pass over a dozen values.
-    """
-    for name, value in claims.items():
-        if type(value) is dict or type(value) is list:
-            # Replacing values while iterating is safe: the keys do not change.
-            claims[name] = _frozen(value)
-    return MappingProxyType(claims)
-
-
-def _check_extra_header(header: Mapping[str, Any]) -> None:
+def _check_extra_header(header: Mapping[str, Any], check_typ: bool) -> None:
     if "crit" in header:
         raise MalformedTokenError("the token header has a crit member this verifier cannot honour")
     if "b64" in header and header["b64"] is not True:
         raise MalformedTokenError("unencoded payloads (b64) are not accepted")
     typ = header.get("typ")
-    if typ is not None and (type(typ) is not str or typ.lower() not in _ACCEPTED_TYP):
+    if check_typ and typ is not None and (type(typ) is not str or typ.lower() not in _ACCEPTED_TYP):
         raise InvalidTokenError(f"the token's typ {short_repr(typ)} is not a JWT type")

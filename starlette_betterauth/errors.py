@@ -19,17 +19,23 @@ Every error the package raises derives from :class:`BetterAuthError`; no raw
     │       │   ├── ImmatureTokenError            nbf or iat is in the future
     │       │   ├── InvalidIssuerError            iss is not the expected issuer
     │       │   └── InvalidAudienceError          aud names no accepted audience
+    │       ├── InvalidSessionError           the session is unknown, expired or signed out
     │       └── (subclass it for your own rules)
     ├── AuthorizationError            403: authenticated, but not allowed
     │   ├── InsufficientRoleError         the user lacks a required role or scope
-    │   └── BannedUserError               the token says the user is banned
-    └── KeySetError                   503: no usable key set can be had
-        ├── KeySetFetchError              the key server was unreachable, slow, or answered an error
-        └── KeySetInvalidError            the key server answered no usable key set
+    │   ├── BannedUserError               the token says the user is banned
+    │   └── CrossSiteRequestError         a cookie-authenticated request from an untrusted origin
+    └── ServiceUnavailableError       503: no answer can be had now; retry later
+        ├── KeySetError                   no usable key set can be had
+        │   ├── KeySetFetchError              the key server was unreachable, slow, or failed
+        │   └── KeySetInvalidError            the key server answered no usable key set
+        └── SessionServiceError           get-session was unreachable, slow, or answered badly
 
 Each authentication and authorization error carries the HTTP ``status_code`` and
 the RFC 6750 ``error`` code (``None`` when no token was presented) that a
-response should use. Messages never contain the token.
+response should use; a :class:`ServiceUnavailableError` also carries
+``retry_after``, the seconds to wait when the server said so (``Retry-After``).
+Messages never contain the token.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ __all__ = [
     "BannedUserError",
     "BetterAuthError",
     "ConfigurationError",
+    "CrossSiteRequestError",
     "ExpiredTokenError",
     "ImmatureTokenError",
     "InsufficientRoleError",
@@ -47,6 +54,7 @@ __all__ = [
     "InvalidClaimError",
     "InvalidIssuerError",
     "InvalidRequestError",
+    "InvalidSessionError",
     "InvalidSignatureError",
     "InvalidTokenError",
     "KeySetError",
@@ -55,6 +63,8 @@ __all__ = [
     "MalformedTokenError",
     "MissingTokenError",
     "OpaqueTokenError",
+    "ServiceUnavailableError",
+    "SessionServiceError",
     "UnknownKeyError",
     "UnsupportedAlgorithmError",
 ]
@@ -140,6 +150,10 @@ class InvalidAudienceError(InvalidClaimError):
     """The token's ``aud`` names none of the accepted audiences."""
 
 
+class InvalidSessionError(InvalidTokenError):
+    """The session is unknown, expired or signed out: Better Auth's get-session answered null."""
+
+
 class AuthorizationError(BetterAuthError):
     """The caller is authenticated but not allowed (HTTP 403)."""
 
@@ -157,10 +171,29 @@ class BannedUserError(AuthorizationError):
     error_code = None
 
 
-class KeySetError(BetterAuthError):
-    """No usable key set can be had (HTTP 503); the request may be retried."""
+class CrossSiteRequestError(AuthorizationError):
+    """A cookie-authenticated unsafe request or websocket came from an untrusted origin."""
+
+    error_code = None
+
+
+class ServiceUnavailableError(BetterAuthError):
+    """No answer can be had from the Better Auth server now (HTTP 503); retry later.
+
+    Attributes:
+        retry_after: seconds to wait before retrying, when known (from the
+            server's ``Retry-After``, or the package's own back-off); None otherwise.
+    """
 
     status_code = 503
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class KeySetError(ServiceUnavailableError):
+    """No usable key set can be had (HTTP 503); the request may be retried."""
 
 
 class KeySetFetchError(KeySetError):
@@ -169,3 +202,7 @@ class KeySetFetchError(KeySetError):
 
 class KeySetInvalidError(KeySetError):
     """The key server answered something that is not a usable key set."""
+
+
+class SessionServiceError(ServiceUnavailableError):
+    """Better Auth's get-session could not be had: unreachable, slow, 429, 5xx or a bad answer."""

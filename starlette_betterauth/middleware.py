@@ -9,7 +9,7 @@ the key-set cache adds ``jwks_fetch``, ``jwks_refresh`` and ``jwks_failure``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Unpack
 
 import httpx
@@ -18,7 +18,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._auth_header import bearer_token
+from ._headers import read_headers
 from ._observability import EventHook, emit, logger, token_fingerprint
 from ._responses import (
     ErrorResponse,
@@ -30,14 +30,14 @@ from ._responses import (
 from ._routes import PublicRoutes
 from ._settings import VerifierSettings, resolve_settings
 from ._token_cache import TokenCache
-from ._user import BetterAuthUser, RoleSource, UserBuilder
+from ._user import RoleSource, UserBuilder
 from ._verifier import TokenVerifier
-from .errors import BetterAuthError, ConfigurationError, KeySetError
+from .credentials import Context, Credential, Principal, bind_kinds
+from .errors import BetterAuthError, ConfigurationError, KeySetError, ServiceUnavailableError
 
 __all__ = ["BetterAuthMiddleware", "token_fingerprint"]
 
 ErrorHandler = Callable[[HTTPConnection, BetterAuthError], Response | None]
-_Principal = tuple[BetterAuthUser, tuple[str, ...]]
 _MAX_ANSWERS = 256  # messages may quote the token's alg or kid: keep the memo bounded
 
 
@@ -99,6 +99,7 @@ class BetterAuthMiddleware:
         self,
         app: ASGIApp,
         *,
+        accept: Sequence[Credential] | None = None,
         public: Iterable[str] = (),
         optional: bool = False,
         roles: RoleSource = "role",
@@ -114,9 +115,11 @@ class BetterAuthMiddleware:
         **settings: Unpack[VerifierSettings],
     ) -> None:
         self.app = app
+        resolved = None
         if verifier is None:
+            resolved = resolve_settings(settings)
             verifier = TokenVerifier.from_settings(
-                resolve_settings(settings), http_client=http_client, on_event=on_event
+                resolved, http_client=http_client, on_event=on_event
             )
         elif settings or http_client is not None:
             given = sorted([*settings, *(["http_client"] if http_client is not None else [])])
@@ -131,11 +134,22 @@ class BetterAuthMiddleware:
         self.on_error = on_error
         self.on_event = on_event
         self.log_level = log_level
-        self.cache: TokenCache[_Principal] = TokenCache(
+        self.cache: TokenCache[Principal] = TokenCache(
             max_entries=token_cache_size,
             ttl=token_cache_ttl,
             leeway=verifier.rules.leeway,
             key_current=verifier.jwks.is_current,
+        )
+        self.kinds = bind_kinds(
+            accept,
+            Context(
+                settings=resolved,
+                verifier=verifier,
+                users=self.users,
+                cache=self.cache,
+                http_client=http_client,
+                on_event=on_event,
+            ),
         )
         self._retry_after = max(1, round(verifier.jwks.options.retry_interval))
         self._missing_error = missing_token()
@@ -144,17 +158,21 @@ class BetterAuthMiddleware:
         self._answers: dict[tuple[type[BetterAuthError], str], ErrorResponse] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind != "http" and kind != "websocket":
-            if kind == "lifespan" and self.warm_on_startup:
-                receive = self._warming(receive)
+        scope_type = scope["type"]
+        if scope_type != "http" and scope_type != "websocket":
+            if scope_type == "lifespan":
+                receive = self._lifespan(receive)
             await self.app(scope, receive, send)
             return
-        token = None
+        credential = None
         cached = False
         try:
-            token = bearer_token(scope["headers"])
-            if token is None:
+            presented = read_headers(scope["headers"])
+            for kind in self.kinds:
+                credential = kind.find(presented)
+                if credential is not None:
+                    break
+            if credential is None:
                 principal = None
                 if not self.optional and not (
                     self.public
@@ -163,13 +181,15 @@ class BetterAuthMiddleware:
                     await self._refuse(scope, receive, send, self._missing_error, None)
                     return
             else:
-                principal = self.cache.get(token)
+                if kind.origins is not None:
+                    kind.origins.check(scope, presented)
+                principal = kind.cached(credential)
                 if principal is None:
-                    principal = await self._authenticate(token)
+                    principal = await kind.authenticate(credential, presented)
                 else:
                     cached = True
         except BetterAuthError as exc:
-            await self._refuse(scope, receive, send, exc, token)
+            await self._refuse(scope, receive, send, exc, credential)
             return
         if principal is None:
             scope["user"] = UnauthenticatedUser()
@@ -188,28 +208,25 @@ class BetterAuthMiddleware:
                 emit(self.on_event, "accepted", {"path": scope["path"], "cached": cached})
         await self.app(scope, receive, send)
 
-    async def _authenticate(self, token: str) -> _Principal:
-        verified = await self.verifier.verify_token(token)
-        principal = self.users.build(verified.claims)
-        self.cache.put(token, principal, verified.key, verified.exp)
-        return principal
-
     async def _refuse(
         self,
         scope: Scope,
         receive: Receive,
         send: Send,
         error: BetterAuthError,
-        token: str | None,
+        credential: str | None,
     ) -> None:
+        unavailable = isinstance(error, ServiceUnavailableError)
+        # An error with its own Retry-After gets an answer of its own.
+        timed = isinstance(error, ServiceUnavailableError) and error.retry_after is not None
         answer = (type(error), error.message)
-        response = self._answers.get(answer)
+        response = None if timed else self._answers.get(answer)
         if response is None:
             response = error_response(error, retry_after=self._retry_after)
-            if len(self._answers) < _MAX_ANSWERS:
+            if not timed and len(self._answers) < _MAX_ANSWERS:
                 self._answers[answer] = response
         reason = type(error).__name__
-        level = logging.WARNING if isinstance(error, KeySetError) else self.log_level
+        level = logging.WARNING if unavailable else self.log_level
         if logger.isEnabledFor(level):
             logger.log(
                 level,
@@ -218,7 +235,7 @@ class BetterAuthMiddleware:
                 _loggable(scope["path"]),
                 reason,
                 error.message,
-                token_fingerprint(token) if token else "none",
+                token_fingerprint(credential) if credential else "none",
             )
         if self.on_event is not None:
             emit(
@@ -242,16 +259,29 @@ class BetterAuthMiddleware:
         else:
             await send_websocket_denial(scope.get("extensions"), receive, send, response)
 
-    def _warming(self, receive: Receive) -> Receive:
+    async def aclose(self) -> None:
+        """Close the HTTP clients the middleware's credential kinds and key-set cache opened.
+
+        Called at the app's lifespan shutdown; call it yourself where no
+        lifespan runs (tests that build the middleware directly).
+        """
+        for kind in self.kinds:
+            await kind.aclose()
+        await self.verifier.jwks.aclose()
+
+    def _lifespan(self, receive: Receive) -> Receive:
+        """Warm the key set at startup (``warm_on_startup``) and close clients at shutdown."""
         jwks = self.verifier.jwks
 
-        async def receive_and_warm() -> Message:
+        async def receive_and_act() -> Message:
             message = await receive()
-            if message["type"] == "lifespan.startup":
+            if message["type"] == "lifespan.startup" and self.warm_on_startup:
                 try:
                     await jwks.refresh()
                 except KeySetError as exc:
                     logger.warning("key set not loaded at startup: %s", exc.message)
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
             return message
 
-        return receive_and_warm
+        return receive_and_act

@@ -1,9 +1,10 @@
-"""Test helpers for apps that use starlette-betterauth: keys, tokens and a real JWKS server.
+"""Test helpers for apps that use starlette-betterauth: keys, tokens, sessions, a real server.
 
-Nothing here talks to a real Better Auth server: :class:`Issuer` mints tokens
-shaped exactly like Better Auth's (EdDSA by default, no ``typ``, the user row as
-claims, ``iss`` and ``aud`` equal to the base URL) and :class:`JWKSServer`
-serves its key set from a real HTTP server on 127.0.0.1::
+Nothing here talks to a real Better Auth server, and nothing needs Node:
+:class:`Issuer` mints tokens shaped exactly like Better Auth's (EdDSA by
+default, no ``typ``, the user row as claims, ``iss`` and ``aud`` equal to the
+base URL) and :class:`JWKSServer` serves its key set from a real HTTP server on
+127.0.0.1::
 
     from starlette_betterauth.testing import Issuer, JWKSServer
 
@@ -12,37 +13,72 @@ serves its key set from a real HTTP server on 127.0.0.1::
         app.add_middleware(BetterAuthMiddleware, base_url=server.url)
         token = issuer.token(role="admin")
 
-Also available as pytest fixtures (``betterauth_issuer``, ``betterauth_jwks_server``)
-once the package is installed.
+Sessions too: :meth:`Issuer.session` records a session as a Better Auth
+database would, :meth:`Issuer.session_cookies` mints the browser's cookies for
+it (the signed ``session_token`` and the JWKS-signed ``session_data`` cookie
+cache of Better Auth 1.7), and the server answers ``GET /api/auth/get-session``
+for it until it expires or is revoked::
+
+    session = issuer.session(role="admin")
+    client.cookies.update(issuer.session_cookies(session))     # a browser
+    headers = {"Authorization": f"Bearer {session.token}"}      # the bearer plugin
+    issuer.revoke_session(session)                              # signs it out
+
+Also available as pytest fixtures (``betterauth_issuer``, ``betterauth_jwks_server``,
+``betterauth_session``) once the package is installed.
 """
 
 from __future__ import annotations
 
 import base64
+import collections
 import json
+import math
 import secrets
 import string
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
+from urllib.parse import unquote, urlsplit
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import get_default_algorithms
 
+from ._cookies import (
+    DEFAULT_COOKIE_PREFIX,
+    CookieNames,
+    encode_cookie_value,
+    parse_cookies,
+    sign_session_token,
+    split_signed_token,
+)
 from ._settings import DEFAULT_JWKS_PATH
+from .errors import InvalidSessionError
 
 __all__ = [
     "ALGORITHMS",
+    "DEFAULT_SESSION_PATH",
+    "SESSION_COOKIE_AUDIENCE",
+    "SESSION_COOKIE_TYPE",
     "Issuer",
     "JWKSServer",
     "SigningKey",
+    "TestSession",
     "b64url",
     "jwks_transport",
 ]
+
+#: Better Auth's default basePath plus its get-session endpoint.
+DEFAULT_SESSION_PATH = "/api/auth/get-session"
+#: The ``typ`` header of Better Auth 1.7's JWKS-signed cookie cache.
+SESSION_COOKIE_TYPE = "better-auth.session-cache+jwt"
+#: The ``aud`` claim of Better Auth 1.7's JWKS-signed cookie cache.
+SESSION_COOKIE_AUDIENCE = "better-auth:session-cache"
 
 #: Every algorithm a Better Auth server can sign with and the package verifies.
 ALGORITHMS: tuple[str, ...] = ("EdDSA", "ES256", "ES512", "RS256", "PS256")
@@ -59,8 +95,50 @@ def b64url(data: bytes | str | Mapping[str, Any]) -> str:
 
 
 def _random_kid() -> str:
-    # Better Auth's kids are random 32-character alphanumeric ids.
+    # Better Auth's kids, ids and session tokens are random 32-character alphanumeric strings.
     return "".join(secrets.choice(_KID_ALPHABET) for _ in range(32))
+
+
+def _iso(when: float) -> str:
+    """A JavaScript ``Date`` as JSON: ISO 8601, milliseconds, ``Z``."""
+    stamp = datetime.fromtimestamp(when, UTC).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class TestSession:
+    """A session recorded in an :class:`Issuer`, as Better Auth's get-session answers it.
+
+    A snapshot taken when the session was made: later changes (:meth:`Issuer.ban`,
+    :meth:`Issuer.update_user`) show in the server's answers and in cookies
+    minted afterwards, not here.
+
+    Attributes:
+        token: the raw session token (32 alphanumerics): what sign-in returns as
+            ``token``, for ``Authorization: Bearer`` with the bearer plugin.
+        signed_token: ``<token>.<base64 HMAC-SHA256(secret, token)>`` with the
+            issuer's secret: the ``set-auth-token`` header's form, and the
+            ``session_token`` cookie's value once decoded.
+        id: the session's id.
+        user_id: the user's id.
+        expires_at: when the session expires, Unix seconds.
+        session: the ``session`` object of the get-session answer (token included).
+        user: the ``user`` object of the get-session answer.
+    """
+
+    __test__: ClassVar[bool] = False  # not a test class, whatever pytest guesses from the name
+
+    token: str
+    signed_token: str
+    id: str
+    user_id: str
+    expires_at: float
+    session: dict[str, Any] = field(repr=False)
+    user: dict[str, Any] = field(repr=False)
+
+    def answer(self) -> dict[str, Any]:
+        """The get-session answer for this snapshot: ``{"session": ..., "user": ...}``."""
+        return {"session": dict(self.session), "user": dict(self.user)}
 
 
 class SigningKey:
@@ -108,16 +186,27 @@ class SigningKey:
 class Issuer:
     """Mints Better Auth-shaped JWTs and holds the key set that verifies them.
 
+    It also keeps the sessions it made (:meth:`session`), which the
+    :class:`JWKSServer` serving it answers for at get-session, and mints their
+    cookies (:meth:`session_cookies`).
+
     Args:
         base_url: the Better Auth baseURL the tokens name as ``iss`` and ``aud``.
             :class:`JWKSServer` sets it to its own URL when left as None.
         alg: the signing algorithm of the first key.
+        secret: the server's ``BETTER_AUTH_SECRET``, which signs session token
+            cookies; random by default.
     """
 
-    def __init__(self, base_url: str | None = None, *, alg: str = "EdDSA") -> None:
+    def __init__(
+        self, base_url: str | None = None, *, alg: str = "EdDSA", secret: str | None = None
+    ) -> None:
         self.base_url = base_url or "http://127.0.0.1"
         self.keys: list[SigningKey] = [SigningKey(alg)]
+        self.secret = secret or secrets.token_urlsafe(32)
         self._lock = threading.Lock()
+        self._sessions: dict[str, dict[str, Any]] = {}  # by token
+        self._users: dict[str, dict[str, Any]] = {}  # by id
 
     @property
     def current_key(self) -> SigningKey:
@@ -200,6 +289,270 @@ class Issuer:
         """A token that expired an hour ago."""
         return self.token(issued_at=time.time() - 4500, **claims)
 
+    # -- sessions --------------------------------------------------------------
+
+    def session(
+        self,
+        user_id: str | None = None,
+        *,
+        email: str = "user@example.com",
+        name: str = "Test User",
+        role: str | None = "user",
+        banned: bool = False,
+        expires_in: float = 604800,
+        session_fields: Mapping[str, Any] | None = None,
+        **user_fields: Any,
+    ) -> TestSession:
+        """Record a new session, as sign-in does, and return it.
+
+        The user row is (re)written from these arguments, shaped like Better
+        Auth's (with the admin plugin: ``role`` and ``banned``; ``role=None``
+        leaves both out). Extra keywords become user fields (None removes
+        one); ``session_fields`` adds or removes session fields the same way.
+        The session lasts ``expires_in`` seconds (Better Auth's default: 7
+        days); a negative value makes one that has already expired.
+
+        Example::
+
+            session = issuer.session("u1", role="admin", image=None)
+            session = issuer.session(expires_in=-1)       # get-session answers null
+        """
+        now = time.time()
+        user_id = user_id or _random_kid()
+        token = _random_kid()
+        stamp = _iso(now)
+        user: dict[str, Any] = {
+            "name": name,
+            "email": email,
+            "emailVerified": False,
+            "createdAt": stamp,
+            "updatedAt": stamp,
+        }
+        if role is not None:
+            user.update(role=role, banned=banned)
+        user["id"] = user_id
+        _merge(user, user_fields)
+        expires_at = now + expires_in
+        session: dict[str, Any] = {
+            "expiresAt": _iso(expires_at),
+            "token": token,
+            "createdAt": stamp,
+            "updatedAt": stamp,
+            "ipAddress": "",
+            "userAgent": "",
+            "userId": user_id,
+            "id": _random_kid(),
+        }
+        _merge(session, session_fields or {})
+        with self._lock:
+            self._users[user_id] = user
+            self._sessions[token] = session
+        return TestSession(
+            token=token,
+            signed_token=sign_session_token(token, self.secret),
+            id=session["id"],
+            user_id=user_id,
+            expires_at=expires_at,
+            session=dict(session),
+            user=dict(user),
+        )
+
+    def get_session(self, token: str) -> dict[str, Any] | None:
+        """What get-session answers for the raw ``token`` now: the session and user, or None.
+
+        None once the session has expired or was revoked, as Better Auth does.
+        """
+        with self._lock:
+            session = self._sessions.get(token)
+            if session is None:
+                return None
+            if _parse_iso(session["expiresAt"]) <= time.time():
+                return None
+            user = self._users.get(session["userId"])
+            if user is None:
+                return None
+            return {"session": dict(session), "user": dict(user)}
+
+    def revoke_session(self, session: TestSession | str) -> None:
+        """Sign a session out (by :class:`TestSession` or raw token): get-session answers null."""
+        token = session.token if isinstance(session, TestSession) else session
+        with self._lock:
+            self._sessions.pop(token, None)
+
+    def revoke_user_sessions(self, user_id: str) -> int:
+        """Sign out every session of a user, as Better Auth's revoke-user-sessions does.
+
+        Returns:
+            How many sessions were revoked.
+        """
+        with self._lock:
+            tokens = [t for t, s in self._sessions.items() if s["userId"] == user_id]
+            for token in tokens:
+                del self._sessions[token]
+        return len(tokens)
+
+    def update_user(self, user_id: str, **fields: Any) -> None:
+        """Change a user's row (a field given as None is removed); sessions see it at once.
+
+        Raises:
+            KeyError: no session of this issuer has that user.
+        """
+        with self._lock:
+            user = self._users[user_id]
+            _merge(user, fields)
+            user["updatedAt"] = _iso(time.time())
+
+    def ban(self, user_id: str, *, reason: str = "No reason", revoke_sessions: bool = True) -> None:
+        """Ban a user as the admin plugin's ban-user does.
+
+        Better Auth marks the user banned and deletes their sessions, so
+        get-session answers null for them (401 at the API). With
+        ``revoke_sessions=False`` the sessions stay and get-session answers
+        them with ``"banned": true``: the user an API must refuse with 403.
+        """
+        self.update_user(user_id, banned=True, banReason=reason, banExpires=None)
+        if revoke_sessions:
+            self.revoke_user_sessions(user_id)
+
+    def session_data_cookie(
+        self,
+        session: TestSession,
+        *,
+        max_age: float = 300,
+        chunk_size: int = 3800,
+        prefix: str = DEFAULT_COOKIE_PREFIX,
+        secure: bool = False,
+        key: SigningKey | None = None,
+        issued_at: float | None = None,
+        header: Mapping[str, Any] | None = None,
+        **claims: Any,
+    ) -> dict[str, str]:
+        """The ``session_data`` cookie cache as Better Auth 1.7 mints it with the jwt plugin's keys.
+
+        That is ``session.cookieCache: {enabled: true, strategy: "jwt"}`` with
+        ``jwt({sessionCookieCache: true})``: a JWT signed by the issuer's current
+        key with header ``{"alg", "kid", "typ": "better-auth.session-cache+jwt"}``
+        and claims ``session``, ``user``, ``updatedAt`` (ms), ``version``, ``sid``
+        (the session token), ``iat``, ``exp`` (``iat + max_age``), ``iss`` (the
+        base URL), ``aud`` (``"better-auth:session-cache"``) and ``sub`` (the
+        user id). The session and user are the issuer's current ones (the
+        snapshot in ``session`` once it was revoked). A value longer than
+        ``chunk_size`` is split into cookies ``.0``, ``.1``, ... as Better Auth
+        does past about 4 KB.
+
+        Args:
+            session: the session the cookie caches.
+            max_age: the cookie cache's lifetime (``cookieCache.maxAge``).
+            chunk_size: the longest value one cookie holds.
+            prefix: Better Auth's ``advanced.cookiePrefix``.
+            secure: name the cookies ``__Secure-...``, as on https.
+            key: sign with this key instead of the issuer's current one.
+            issued_at: the ``iat`` (Unix seconds), to mint one already expired.
+            header: extra or replaced header members (``{"typ": "JWT"}``).
+            **claims: extra or replaced claims (``sid="other"``); None removes one.
+
+        Returns:
+            ``{cookie name: value}``, in chunk order.
+
+        Example::
+
+            client.cookies.update(issuer.session_data_cookie(session))
+            stale = issuer.session_data_cookie(session, issued_at=time.time() - 600)
+        """
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be at least 1")
+        now = int(time.time() if issued_at is None else issued_at)
+        current = self.get_session(session.token) or session.answer()
+        payload: dict[str, Any] = {
+            "session": current["session"],
+            "user": current["user"],
+            "updatedAt": int(now * 1000),
+            "version": "1",
+            "sid": session.token,
+            "iat": now,
+            "exp": int(now + max_age),
+            "iss": self.base_url,
+            "aud": SESSION_COOKIE_AUDIENCE,
+            "sub": current["user"]["id"],
+        }
+        _merge(payload, claims)
+        full_header: dict[str, Any] = {"typ": SESSION_COOKIE_TYPE}
+        full_header.update(header or {})
+        value = (key or self.current_key).sign(payload, full_header)
+        name = self._cookie_names(prefix, secure).session_data[0]
+        if len(value) <= chunk_size:
+            return {name: value}
+        count = math.ceil(len(value) / chunk_size)
+        return {f"{name}.{i}": value[i * chunk_size : (i + 1) * chunk_size] for i in range(count)}
+
+    def session_cookies(
+        self,
+        session: TestSession,
+        *,
+        secret: str | None = None,
+        prefix: str = DEFAULT_COOKIE_PREFIX,
+        secure: bool = False,
+        session_data: bool = True,
+        max_age: float = 300,
+        chunk_size: int = 3800,
+    ) -> dict[str, str]:
+        """The cookies a browser holds after signing in: ``session_token``, then ``session_data``.
+
+        Values are as a ``Set-Cookie`` header carries them (and a browser sends
+        them back): the session token cookie is
+        ``<token>.<base64 HMAC-SHA256(secret, token)>`` percent-encoded as Better
+        Auth writes it (``=`` as ``%3D``).
+
+        Args:
+            session: the session.
+            secret: sign with this secret instead of the issuer's (a forged cookie).
+            prefix: Better Auth's ``advanced.cookiePrefix``.
+            secure: name the cookies ``__Secure-...``, as on https.
+            session_data: include the cookie cache (see :meth:`session_data_cookie`).
+            max_age: the cookie cache's lifetime.
+            chunk_size: the longest value one cookie holds.
+
+        Example::
+
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app),
+                base_url="http://testserver",
+                cookies=issuer.session_cookies(session),
+            ) as client:
+                assert (await client.get("/me")).status_code == 200
+        """
+        name = self._cookie_names(prefix, secure).session_token[0]
+        signed = sign_session_token(session.token, self.secret if secret is None else secret)
+        cookies = {name: encode_cookie_value(signed)}
+        if session_data:
+            cookies.update(
+                self.session_data_cookie(
+                    session, max_age=max_age, chunk_size=chunk_size, prefix=prefix, secure=secure
+                )
+            )
+        return cookies
+
+    @staticmethod
+    def _cookie_names(prefix: str, secure: bool) -> CookieNames:
+        names = CookieNames.for_prefix(prefix)
+        if secure:
+            return names
+        # The bare names come last in CookieNames' order of preference.
+        return CookieNames(prefix, names.session_token[-1:], names.session_data[-1:])
+
+
+def _merge(target: dict[str, Any], changes: Mapping[str, Any]) -> None:
+    """Set each field of ``changes`` in ``target``; a None value removes the field."""
+    for name, value in changes.items():
+        if value is None:
+            target.pop(name, None)
+        else:
+            target[name] = value
+
+
+def _parse_iso(stamp: str) -> float:
+    return datetime.fromisoformat(stamp).timestamp()
+
 
 class _QuietServer(ThreadingHTTPServer):
     daemon_threads = True
@@ -210,44 +563,87 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 class JWKSServer:
-    """A real HTTP server on 127.0.0.1 serving an issuer's key set at ``/api/auth/jwks``.
+    """A real HTTP server on 127.0.0.1 serving an issuer's key set and its sessions.
 
-    Counts requests and can misbehave on demand (status, delay, body, headers),
-    so tests can prove caching and failure handling. Use as a context manager,
-    or call :meth:`start` and :meth:`stop`.
+    ``GET /api/auth/jwks`` answers the key set; ``GET /api/auth/get-session``
+    answers ``{"session": ..., "user": ...}`` or ``null`` as Better Auth does,
+    for the session named by ``Authorization: Bearer`` (raw or signed session
+    token, as with the bearer plugin) or else by the ``session_token`` cookie
+    (signed with the issuer's secret; the bare and ``__Secure-`` names).
+
+    Counts requests and can misbehave on demand, so tests can prove caching
+    and failure handling. Use as a context manager, or call :meth:`start` and
+    :meth:`stop`.
 
     Attributes:
         url: the base URL (pass it as ``base_url``); ``issuer.base_url`` is set to it.
         jwks_url: the key set's URL.
+        session_url: get-session's URL.
         requests: how many requests were served (any path).
-        status, delay, body, headers: set to make the next answers misbehave.
+        session_requests: how many of them were get-session requests.
+        session_request_headers: the headers of the latest get-session requests
+            (names in lower case; the last 1000), to check what was sent.
+        status, delay, body, headers: set to make the next key set answers
+            misbehave (``delay`` applies to every path but get-session).
+        session_status, session_delay, session_body, session_headers: the same
+            for get-session, e.g. ``session_status = 503`` with
+            ``session_headers = {"Retry-After": "2"}``.
+        cookie_prefix: Better Auth's ``advanced.cookiePrefix`` for the cookie it reads.
+
+    Example::
+
+        with JWKSServer(issuer) as server:
+            session = issuer.session()
+            ...
+            assert server.session_requests == 1
     """
 
     def __init__(
-        self, issuer: Issuer | None = None, *, path: str = DEFAULT_JWKS_PATH, port: int = 0
+        self,
+        issuer: Issuer | None = None,
+        *,
+        path: str = DEFAULT_JWKS_PATH,
+        session_path: str = DEFAULT_SESSION_PATH,
+        cookie_prefix: str = DEFAULT_COOKIE_PREFIX,
+        port: int = 0,
     ) -> None:
         self.issuer = issuer or Issuer()
         self.path = path
+        self.session_path = session_path
+        self.cookie_prefix = cookie_prefix
         self.port = port
         self.requests = 0
         self.request_paths: list[str] = []
+        self.session_requests = 0
+        self.session_request_headers: collections.deque[dict[str, str]] = collections.deque(
+            maxlen=1000
+        )
         self.status = 200
         self.delay = 0.0
         self.body: bytes | Callable[[], Iterator[bytes]] | None = None
         self.headers: dict[str, str] = {}
+        self.session_status = 200
+        self.session_delay = 0.0
+        self.session_body: bytes | None = None
+        self.session_headers: dict[str, str] = {}
         self._stopping = threading.Event()
         self._counter = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.url = ""
         self.jwks_url = ""
+        self.session_url = ""
 
     def reset(self) -> None:
-        """Back to well-behaved, with the request count at zero."""
+        """Back to well-behaved, with the request counts at zero."""
         with self._counter:
             self.requests = 0
             self.request_paths.clear()
+            self.session_requests = 0
+            self.session_request_headers.clear()
         self.status, self.delay, self.body, self.headers = 200, 0.0, None, {}
+        self.session_status, self.session_delay = 200, 0.0
+        self.session_body, self.session_headers = None, {}
 
     def start(self) -> JWKSServer:
         """Start serving on 127.0.0.1, on ``port`` (by default a free port)."""
@@ -255,6 +651,7 @@ class JWKSServer:
         self._server = server
         self.url = f"http://127.0.0.1:{server.server_address[1]}"
         self.jwks_url = self.url + self.path
+        self.session_url = self.url + self.session_path
         if self.issuer.base_url == "http://127.0.0.1":
             self.issuer.base_url = self.url
         self._thread = threading.Thread(
@@ -279,6 +676,32 @@ class JWKSServer:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
+    def session_token_of(self, authorization: str | None, cookies: list[str]) -> str | None:
+        """The raw token of the session a get-session request names, found as Better Auth does.
+
+        The bearer plugin comes first: a value with a dot must be a signed token
+        that verifies with the issuer's secret (percent-encoded or not), one
+        without is taken as the raw token. Otherwise the ``session_token``
+        cookie, which must verify. None when the request names no session.
+        """
+        if authorization and authorization[:7].lower() == "bearer ":
+            value = authorization[7:].strip()
+            if value and "." not in value:
+                return value
+            try:
+                return split_signed_token(unquote(value), secret=self.issuer.secret)[0]
+            except InvalidSessionError:
+                pass
+        found = parse_cookies(cookies)
+        for secure in ("__Secure-", ""):
+            cookie = found.get(f"{secure}{self.cookie_prefix}.session_token")
+            if cookie:
+                try:
+                    return split_signed_token(cookie, secret=self.issuer.secret)[0]
+                except InvalidSessionError:
+                    return None
+        return None
+
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         owner = self
 
@@ -289,9 +712,18 @@ class JWKSServer:
                 pass
 
             def do_GET(self) -> None:
+                is_session = urlsplit(self.path).path == owner.session_path
                 with owner._counter:
                     owner.requests += 1
                     owner.request_paths.append(self.path)
+                    if is_session:
+                        owner.session_requests += 1
+                        owner.session_request_headers.append(
+                            {name.lower(): value for name, value in self.headers.items()}
+                        )
+                if is_session:
+                    self._get_session()
+                    return
                 if owner.delay:
                     owner._stopping.wait(owner.delay)
                 if self.path != owner.path:
@@ -305,11 +737,29 @@ class JWKSServer:
                     body = json.dumps(owner.issuer.jwks()).encode("utf-8")
                 self._send(owner.status, body)
 
-            def _send(self, status: int, body: bytes) -> None:
+            def _get_session(self) -> None:
+                if owner.session_delay:
+                    owner._stopping.wait(owner.session_delay)
+                status, body = owner.session_status, owner.session_body
+                if body is None:
+                    if status == 200:
+                        token = owner.session_token_of(
+                            self.headers.get("Authorization"), self.headers.get_all("Cookie", [])
+                        )
+                        answer = None if token is None else owner.issuer.get_session(token)
+                        body = json.dumps(answer).encode("utf-8")
+                    else:
+                        body = b'{"message":"the test server was told to fail"}'
+                extra = {"Cache-Control": "no-store", **owner.session_headers}
+                self._send(status, body, extra)
+
+            def _send(
+                self, status: int, body: bytes, headers: Mapping[str, str] | None = None
+            ) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
-                for name, value in owner.headers.items():
+                for name, value in (owner.headers if headers is None else headers).items():
                     self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(body)

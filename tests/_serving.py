@@ -34,6 +34,7 @@ async def websocket_session(
     token: str | None = None,
     texts: Sequence[str] = (),
     denial_extension: bool = True,
+    headers: Sequence[tuple[bytes, bytes]] = (),
 ) -> list[Message]:
     """Connect to ``path``, send ``texts`` once accepted, then disconnect; return what the app sent.
 
@@ -42,7 +43,7 @@ async def websocket_session(
     ``denial_extension`` the scope advertises ``websocket.http.response``, as
     uvicorn does, so a refusal can carry an HTTP status.
     """
-    headers = [(b"host", b"testserver")]
+    headers = [(b"host", b"testserver"), *headers]
     if token is not None:
         headers.append((b"authorization", f"Bearer {token}".encode("ascii")))
     scope: dict[str, Any] = {
@@ -56,7 +57,7 @@ async def websocket_session(
         "path": path,
         "raw_path": path.encode("ascii"),
         "query_string": b"",
-        "headers": headers,
+        "headers": list(headers),
         "subprotocols": [],
         "extensions": {"websocket.http.response": {}} if denial_extension else {},
     }

@@ -44,8 +44,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
 from starlette_betterauth import BetterAuthMiddleware, KeySetOptions, requires_role
-from starlette_betterauth._auth_header import MAX_AUTHORIZATION_LENGTH
 from starlette_betterauth._compact import MAX_HEADER_LENGTH, MAX_TOKEN_LENGTH
+from starlette_betterauth._headers import MAX_AUTHORIZATION_LENGTH
 from starlette_betterauth.testing import ALGORITHMS, Issuer, JWKSServer, SigningKey, b64url
 
 # Loading the CA bundle dominates creating an httpx client: do it once.
@@ -1665,7 +1665,7 @@ async def test_503_bodies_say_nothing_of_the_key_set(
     _refused(response, 503, token, caplog.text)
     assert response.json() == {
         "error": "temporarily_unavailable",
-        "error_description": "the token cannot be checked now; retry later",
+        "error_description": "the credentials cannot be checked now; retry later",
     }
     assert secret not in response.text
     assert "Content-Encoding" not in response.text

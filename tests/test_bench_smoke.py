@@ -47,3 +47,17 @@ def test_asgi_prints_the_repeated_and_first_seen_rows() -> None:
     for alg in ALGORITHMS:
         row = next(line for line in output.splitlines() if line.startswith(f"| {alg} |"))
         assert len(row.split("|")) == 9  # seven cells
+
+
+@pytest.mark.timeout(150)
+def test_kinds_prints_a_row_per_kind() -> None:
+    output = run("kinds.py")
+    assert "## kinds: µs per request in process (quick run)" in output
+    for case in (
+        "BearerJWT, first-seen",
+        "SessionCookie, first-seen session_data",
+        "SessionToken, get-session cache hit",
+    ):
+        row = next(line for line in output.splitlines() if line.startswith(f"| {case} |"))
+        assert len(row.split("|")) == 7  # five cells
+    assert "get-session miss:" in output

@@ -40,6 +40,7 @@ from starlette_betterauth import (
     requires_role,
 )
 from starlette_betterauth.__main__ import main
+from starlette_betterauth.credentials import BearerJWT, SessionToken
 from starlette_betterauth.errors import (
     ConfigurationError,
     ExpiredTokenError,
@@ -467,7 +468,7 @@ async def test_item11_503_body_is_generic_and_the_log_has_the_details(
     assert response.status_code == 503
     assert response.json() == {
         "error": "temporarily_unavailable",
-        "error_description": "the token cannot be checked now; retry later",
+        "error_description": "the credentials cannot be checked now; retry later",
     }
     assert response.headers["www-authenticate"] == "Bearer"
     assert response.headers["retry-after"] == "5"
@@ -493,21 +494,65 @@ async def test_item12_handlers_cannot_change_what_the_next_request_reads(
         assert seen["matrix"] == [[1, 2]]
 
 
-async def test_item12_frozen_claims_still_serialize_and_copy(
-    server: JWKSServer, issuer: Issuer
+async def copies(request: Request) -> JSONResponse:
+    """A handler that changes copies of its user's claims, as the README advises."""
+    seen = request.user.claims
+    shallow = dict(seen)
+    shallow["org"] = dict(seen["org"])
+    shallow["org"]["id"] = "changed"
+    deep = copy.deepcopy(dict(seen))  # objects copy as plain dicts; arrays stay tuples
+    deep["org"]["meta"]["tier"] = 2
+    deep["org"]["roles"] += ("admin",)
+    one = copy.copy(seen["org"])
+    one["id"] = "changed"
+    return JSONResponse({"types": [type(seen["org"]).__name__, type(seen["aud"]).__name__]})
+
+
+@pytest.mark.parametrize("kind", ["jwt", "session_token"])
+async def test_item12_claims_are_read_only_for_every_credential_kind(
+    server: JWKSServer, issuer: Issuer, kind: str
 ) -> None:
-    verifier = TokenVerifier.for_server(server.url)
-    nested = {"id": "acme", "roles": ["member"], "meta": {"tier": 1}}
-    verified = await verifier.verify(issuer.token(org=nested, aud=[issuer.base_url]))
-    assert json.loads(json.dumps(dict(verified)))["org"] == nested
-    assert isinstance(verified["org"], dict)
-    assert verified["aud"] == (issuer.base_url,)
-    mutable = copy.deepcopy(dict(verified))  # objects copy as plain dicts; arrays stay tuples
-    mutable["org"]["roles"] += ("admin",)
-    mutable["org"]["meta"]["tier"] = 2
-    shallow = copy.copy(verified["org"])
-    shallow["id"] = "other"
-    assert verified["org"] == {"id": "acme", "roles": ("member",), "meta": {"tier": 1}}
+    org = {"id": "acme", "roles": ["member"], "meta": {"tier": 1}}
+    aud = [issuer.base_url, "https://api.example"]
+    app = BetterAuthMiddleware(
+        Starlette(
+            routes=[Route("/mutate", mutate), Route("/copies", copies), Route("/claims", claims)]
+        ),
+        base_url=server.url,
+        accept=[BearerJWT(), SessionToken()],
+    )
+    if kind == "jwt":
+        credential = issuer.token(aud=aud, org=org, matrix=[[1, 2]])
+    else:
+        credential = issuer.session(aud=aud, org=org, matrix=[[1, 2]]).token
+    async with client_of(app) as c:
+        first = (await c.get("/mutate", headers=bearer(credential))).json()
+        copied = (await c.get("/copies", headers=bearer(credential))).json()
+        after = (await c.get("/claims", headers=bearer(credential))).json()
+    await app.aclose()
+    assert len(first["refused"]) == 10, first["refused"]
+    assert copied["types"][1] == "tuple"
+    assert (after["org"], after["aud"], after["matrix"]) == (org, aud, [[1, 2]])
+
+
+async def test_item12_the_top_level_is_read_only_too(server: JWKSServer, issuer: Issuer) -> None:
+    async def assign(request: Request) -> JSONResponse:
+        try:
+            request.user.claims["role"] = "admin"
+        except TypeError:
+            return JSONResponse({"refused": True})
+        return JSONResponse({"refused": False})
+
+    app = BetterAuthMiddleware(
+        Starlette(routes=[Route("/assign", assign), Route("/roles", roles)]),
+        base_url=server.url,
+        accept=[SessionToken()],
+    )
+    credential = issuer.session(role="user").token
+    async with client_of(app) as c:
+        assert (await c.get("/assign", headers=bearer(credential))).json() == {"refused": True}
+        assert (await c.get("/roles", headers=bearer(credential))).json() == ["user"]
+    await app.aclose()
 
 
 # -- item 13: public routes ------------------------------------------------------------------
@@ -700,6 +745,30 @@ async def test_item1_identity_encoded_key_set_is_read(
         assert (await cache.get_key(issuer.current_key.kid)).kid == issuer.current_key.kid
     finally:
         await cache.aclose()
+
+
+async def test_item1_get_session_is_asked_uncompressed_and_refuses_a_bomb(
+    server: JWKSServer, issuer: Issuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    session = issuer.session()
+    server.session_body = gzipped(b" " * (16 * 1024 * 1024), 2)
+    server.session_headers = {"Content-Encoding": "gzip, gzip"}
+    app = BetterAuthMiddleware(
+        Starlette(routes=[Route("/claims", claims)]),
+        base_url=server.url,
+        accept=[SessionToken()],
+    )
+    async with client_of(app) as c:
+        response = await c.get("/claims", headers=bearer(session.token))
+    await app.aclose()
+    assert response.status_code == 503
+    assert response.json()["error_description"] == (
+        "the credentials cannot be checked now; retry later"
+    )
+    assert (
+        "get-session answered Content-Encoding 'gzip, gzip' although it is asked for "
+        "uncompressed (Accept-Encoding: identity)"
+    ) in caplog.text
 
 
 # -- item 10: key sets over 100 entries ------------------------------------------------------

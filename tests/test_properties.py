@@ -24,12 +24,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from starlette_betterauth import BetterAuthMiddleware, KeySetOptions
-from starlette_betterauth._auth_header import (
+from starlette_betterauth._compact import MAX_HEADER_LENGTH, MAX_TOKEN_LENGTH, parse_token
+from starlette_betterauth._headers import (
     MAX_AUTHORIZATION_LENGTH,
     bearer_token,
     parse_authorization,
 )
-from starlette_betterauth._compact import MAX_HEADER_LENGTH, MAX_TOKEN_LENGTH, parse_token
 from starlette_betterauth.errors import BetterAuthError, InvalidRequestError, MalformedTokenError
 from starlette_betterauth.testing import Issuer, JWKSServer, b64url
 
