@@ -55,7 +55,11 @@ def freeze_claims(claims: Mapping[str, Any]) -> Mapping[str, Any]:
     objects :class:`FrozenObject`. Better Auth's claims are flat, so usually
     this is a copy and one pass over a dozen values.
     """
-    frozen = dict(claims)
+    # A read-only view (what the verifier returns) copies its dict at C speed;
+    # dict(view) would go through the mapping protocol, member by member.
+    frozen = (
+        claims.copy() if type(claims) is MappingProxyType or type(claims) is dict else dict(claims)
+    )
     for name, value in frozen.items():
         if type(value) is dict or type(value) is list:
             # Replacing values while iterating is safe: the keys do not change.
