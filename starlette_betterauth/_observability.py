@@ -20,7 +20,9 @@ refused       answered 401, 403 or 503; the app is    ``path``; ``reason``: the 
                                                       ``status``
 jwks_fetch    a key-set fetch starts                  ``url``
 jwks_refresh  the fetch succeeded                     ``url``; ``keys`` (count); ``gained``,
-                                                      ``lost`` (sorted kids); ``duration`` (s)
+                                                      ``lost``, ``replaced`` (sorted kids;
+                                                      replaced: new key material under a
+                                                      known kid); ``duration`` (s)
 jwks_failure  the fetch failed                        ``url``; ``error`` (message); ``reason``
                                                       (class name); ``stale`` (old keys still
                                                       serving); ``duration`` (s)

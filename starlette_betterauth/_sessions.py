@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from types import MappingProxyType
 from typing import Any, Literal
 from urllib.parse import unquote
 
@@ -25,7 +24,14 @@ import anyio
 import httpx
 
 from ._cookies import encode_cookie_value
-from ._http import BodyTooLarge, parse_retry_after, read_limited
+from ._frozen import freeze_json
+from ._http import (
+    ACCEPT_IDENTITY,
+    BodyTooLarge,
+    ContentEncoded,
+    parse_retry_after,
+    read_limited,
+)
 from ._observability import EventHook, emit, logger
 from ._settings import check_http_url
 from .errors import ConfigurationError, InvalidSessionError, SessionServiceError
@@ -411,7 +417,7 @@ class SessionClient:
             ) from exc
 
     def _request(self, credential: SessionCredential) -> httpx.Request:
-        headers = [("accept", "application/json"), ("user-agent", _USER_AGENT)]
+        headers = [("accept", "application/json"), ACCEPT_IDENTITY, ("user-agent", _USER_AGENT)]
         if credential.kind == "cookie":
             headers.append(("cookie", f"{credential.name}={encode_cookie_value(credential.value)}"))
         else:
@@ -438,6 +444,11 @@ class SessionClient:
         except BodyTooLarge as exc:
             raise SessionServiceError(
                 f"the get-session answer is larger than {self.max_body_size} bytes"
+            ) from exc
+        except ContentEncoded as exc:
+            raise SessionServiceError(
+                f"get-session answered Content-Encoding {str(exc)!r} although it is asked for "
+                "uncompressed (Accept-Encoding: identity)"
             ) from exc
         except (TimeoutError, httpx.TimeoutException) as exc:
             raise self._back_off(
@@ -510,8 +521,8 @@ class SessionClient:
         if expires_at <= time.time():
             raise InvalidSessionError(_EXPIRED)
         try:
-            frozen_session = _freeze({k: v for k, v in session.items() if k != "token"})
-            frozen_user = _freeze(user)
+            frozen_session = freeze_json({k: v for k, v in session.items() if k != "token"})
+            frozen_user = freeze_json(user)
         except RecursionError as exc:
             raise _bad_shape("it is nested too deeply") from exc
         return SessionRecord(
@@ -605,12 +616,3 @@ def session_expiry(value: object) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return when.timestamp()
-
-
-def _freeze(value: Any) -> Any:
-    """A read-only copy of a JSON value: objects as mappings, arrays as tuples."""
-    if isinstance(value, dict):
-        return MappingProxyType({key: _freeze(item) for key, item in value.items()})
-    if isinstance(value, list):
-        return tuple(_freeze(item) for item in value)
-    return value

@@ -155,7 +155,7 @@ class _BearerJWTAuthenticator:
     async def authenticate(self, credential: str, presented: Presented) -> Principal:
         verified = await self._verifier.verify_token(credential)
         principal = self._users.build(verified.claims, kind="jwt", expires_at=verified.exp)
-        self._cache.put(credential, principal, verified.kid, verified.exp)
+        self._cache.put(credential, principal, verified.key, verified.exp)
         return principal
 
     async def aclose(self) -> None:
@@ -413,7 +413,7 @@ class _SessionCookieAuthenticator:
             session_id=session_id if type(session_id) is str else None,
             expires_at=session_expiry(session.get("expiresAt")),
         )
-        self._cache.put(credential, principal, verified.kid, verified.exp)
+        self._cache.put(credential, principal, verified.key, verified.exp)
         return principal
 
     async def aclose(self) -> None:

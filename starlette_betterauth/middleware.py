@@ -110,7 +110,9 @@ class BetterAuthMiddleware:
         audience: the accepted audience or audiences (defaults to ``base_url``).
         verify_issuer, verify_audience, algorithms, leeway, require_exp, key_set:
             the other verification settings (:class:`VerifierSettings`).
-        public: routes reachable without a token, e.g. ``["/health", "OPTIONS /*"]``.
+        public: routes reachable without a token, e.g. ``["/health", "GET /docs/*"]``;
+            ``"PREFLIGHT /*"`` lets CORS preflights through (better: put
+            ``CORSMiddleware`` outside this middleware, see the README).
         optional: let requests without a token through as anonymous
             (``request.state.user`` is None). A presented token that fails is still 401.
         roles: where roles come from: a claim (``"role"``), a dotted path or a callable.
@@ -182,7 +184,7 @@ class BetterAuthMiddleware:
             max_entries=token_cache_size,
             ttl=token_cache_ttl,
             leeway=verifier.rules.leeway,
-            key_present=verifier.jwks.has_key,
+            key_current=verifier.jwks.is_current,
         )
         self.kinds = bind_kinds(
             accept,
@@ -221,7 +223,8 @@ class BetterAuthMiddleware:
             if credential is None:
                 principal = None
                 if not self.optional and not (
-                    self.public and self.public.matches(scope.get("method"), scope["path"])
+                    self.public
+                    and self.public.matches(scope.get("method"), scope["path"], scope["headers"])
                 ):
                     await self._refuse(scope, receive, send, self._missing_error, None)
                     return

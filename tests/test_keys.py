@@ -73,14 +73,14 @@ def test_an_ecdsa_signature_of_the_wrong_length_is_refused(
     assert not key.verify("ES256", MESSAGE, change(signing_key("ES256").sign_bytes(MESSAGE)))
 
 
-def test_an_rsa_key_without_alg_verifies_both_rsa_algorithms() -> None:
+def test_an_rsa_key_without_alg_verifies_rs256_only() -> None:
     key = parse_jwk(jwk("RS256", alg=None), SUPPORTED_ALGORITHMS)
-    assert key.algorithms == {"RS256", "PS256"}
+    assert key.algorithms == {"RS256"}
 
 
-def test_a_key_without_alg_keeps_only_the_accepted_algorithms() -> None:
-    key = parse_jwk(jwk("RS256", alg=None), frozenset({"PS256", "EdDSA"}))
-    assert key.algorithms == {"PS256"}
+def test_an_rsa_key_without_alg_is_refused_where_rs256_is_not_accepted() -> None:
+    with pytest.raises(KeyRejected, match=r"a RSA key without alg is taken as RS256"):
+        parse_jwk(jwk("RS256", alg=None), frozenset({"PS256", "EdDSA"}))
 
 
 def test_an_ed448_key_verifies_eddsa() -> None:

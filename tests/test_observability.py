@@ -214,7 +214,7 @@ async def test_each_fetch_emits_one_start_and_one_outcome(
     for name, data in recorder.events:
         expected = {
             "jwks_fetch": {"url"},
-            "jwks_refresh": {"url", "keys", "gained", "lost", "duration"},
+            "jwks_refresh": {"url", "keys", "gained", "lost", "replaced", "duration"},
             "jwks_failure": {"url", "error", "reason", "stale", "duration"},
         }[name]
         assert set(data) == expected

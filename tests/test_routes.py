@@ -32,7 +32,7 @@ def test_an_exact_rule_matches_that_path_only(method: str | None, path: str, pub
         ("/public/", True),
         ("/public/a", True),
         ("/public/a/b", True),
-        ("/public", False),
+        ("/public", True),
         ("/publication", False),
     ],
 )
@@ -54,7 +54,7 @@ def test_a_prefix_rule_matches_the_prefix_and_below(path: str, public: bool) -> 
 def test_a_rule_with_methods_matches_those_http_methods(
     method: str | None, path: str, public: bool
 ) -> None:
-    assert PublicRoutes(["GET,HEAD /docs*"]).matches(method, path) is public
+    assert PublicRoutes(["GET,HEAD /docs/*"]).matches(method, path) is public
 
 
 @pytest.mark.parametrize(
@@ -106,13 +106,19 @@ def test_no_rules_match_nothing() -> None:
     [
         ("", "a public route is 'PATH' or 'METHODS PATH', got ''"),
         ("GET HEAD /docs", "a public route is 'PATH' or 'METHODS PATH', got 'GET HEAD /docs'"),
-        ("health", "a public route path starts with '/' and may end with '*', got 'health'"),
+        ("health", "a public route path starts with '/' and may end with '/*', got 'health'"),
         (
             "GET health",
-            "a public route path starts with '/' and may end with '*', got 'GET health'",
+            "a public route path starts with '/' and may end with '/*', got 'GET health'",
         ),
-        ("/a*/b", "a public route path starts with '/' and may end with '*', got '/a*/b'"),
-        ("*", "a public route path starts with '/' and may end with '*', got '*'"),
+        ("/a*/b", "a public route path starts with '/' and may end with '/*', got '/a*/b'"),
+        ("*", "a public route path starts with '/' and may end with '/*', got '*'"),
+        (", /admin", "a public route names no method: ', /admin'"),
+        (
+            "/docs*",
+            "in public route '/docs*', '*' must follow '/': '/docs*' would also match "
+            "'/docs-internal'; write '/docs/*' for '/docs' and every path below it",
+        ),
     ],
 )
 def test_a_malformed_rule_is_a_configuration_error(rule: str, message: str) -> None:

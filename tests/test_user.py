@@ -44,7 +44,7 @@ def test_the_user_comes_from_the_claims() -> None:
     assert (built.id, built.email, built.name) == ("u1", "ada@example.com", "Ada")
     assert built.roles == {"user", "admin"}
     assert built.scopes == frozenset()
-    assert built.claims is CLAIMS
+    assert built.claims == CLAIMS
 
 
 @pytest.mark.parametrize(
@@ -94,7 +94,7 @@ def test_roles_from_another_claim_name() -> None:
         ("a,b", {"a", "b"}),  # a claim handed back as is: two roles, not four characters
         ({"a"}, {"a"}),
         (("a", " b "), {"a", "b"}),
-        ((r for r in ["a", "b"]), {"a", "b"}),
+        ((r for r in ["a", "b"]), set()),  # not a string, list, tuple or set: no roles
         ([], set()),
         (None, set()),
         (7, set()),
@@ -133,7 +133,7 @@ def test_a_callable_that_raises_gives_no_roles_and_is_logged(
     assert caplog.records[0].exc_info is not None
 
 
-@pytest.mark.parametrize("roles", ["", ".", "org.", ".roles", "org..roles", 7, None])
+@pytest.mark.parametrize("roles", ["", 7, None])
 def test_a_role_source_that_is_no_claim_path_or_callable_is_refused(roles: object) -> None:
     with pytest.raises(ConfigurationError) as refused:
         UserBuilder(roles)  # type: ignore[arg-type]
@@ -148,9 +148,15 @@ def test_a_banned_user_is_refused() -> None:
     assert refused.value.message == "this user is banned"
 
 
-@pytest.mark.parametrize("banned", [False, None, "true", 1])
-def test_only_banned_true_is_banned(banned: object) -> None:
+@pytest.mark.parametrize("banned", [False, None])
+def test_only_false_or_null_is_not_banned(banned: object) -> None:
     assert user(CLAIMS | {"banned": banned}).id == "u1"
+
+
+@pytest.mark.parametrize("banned", ["true", 1, [True], "false"])
+def test_anything_else_is_banned(banned: object) -> None:
+    with pytest.raises(BannedUserError):
+        user(CLAIMS | {"banned": banned})
 
 
 def test_a_banned_user_is_built_when_allowed() -> None:
