@@ -62,9 +62,15 @@ class Adapter(Protocol):
 def _adapters() -> Iterator[Adapter]:
     """The adapters of the frameworks imported so far."""
     for package, module in _ADAPTER_MODULES.items():
-        if package in sys.modules:
+        if package not in sys.modules:
+            continue
+        try:
             adapter: Adapter = importlib.import_module(module, __package__).ADAPTER
-            yield adapter
+        except ImportError:
+            # A framework half imported (or missing a part): its handlers cannot
+            # be met here either.
+            continue
+        yield adapter
 
 
 def connection_classes() -> tuple[type, ...]:

@@ -96,6 +96,10 @@ def behind_middleware(app: Any, server: JWKSServer) -> ASGIApp:
 # -- Litestar ------------------------------------------------------------------
 
 
+# The Litestar apps here leave the process's logging alone (logging_config=None):
+# by default Litestar sets the root logger to INFO for every later test.
+
+
 def litestar_app(server: JWKSServer, **plugin_options: Any) -> Any:
     from litestar import Litestar, Request, WebSocket, get, websocket
 
@@ -149,7 +153,7 @@ def litestar_app(server: JWKSServer, **plugin_options: Any) -> Any:
         base_url=server.url, public=["/health", "/public/*"], **plugin_options
     )
     routes = [me, admin, decorated_admin, decorated_me, health, public_admin]
-    return Litestar([*routes, ws, ws_admin, ws_decorated], plugins=[plugin])
+    return Litestar([*routes, ws, ws_admin, ws_decorated], plugins=[plugin], logging_config=None)
 
 
 def test_litestar(server: JWKSServer, issuer: Issuer) -> None:
@@ -183,7 +187,7 @@ def test_litestar_ten_routes_share_one_key_set_and_warm_at_startup(
         return handler
 
     plugin = BetterAuthPlugin(base_url=server.url, warm_on_startup=True)
-    app = Litestar([route(n) for n in range(10)], plugins=[plugin])
+    app = Litestar([route(n) for n in range(10)], plugins=[plugin], logging_config=None)
     with threaded_uvicorn(cast(ASGIApp, app), lifespan="on") as address:
         assert server.requests == 1  # warmed before the first request
         with httpx.Client(base_url=f"http://{address}") as client:
@@ -209,6 +213,7 @@ def test_litestar_guards_without_the_plugin(server: JWKSServer, issuer: Issuer) 
             DefineMiddleware(cast(Any, BetterAuthMiddleware), base_url=server.url, optional=True)
         ],
         exception_handlers={BetterAuthException: exception_handler},
+        logging_config=None,
     )
     with (
         threaded_uvicorn(cast(ASGIApp, app)) as address,
@@ -337,6 +342,7 @@ def django_asgi() -> Any:
             INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth"],
             MIDDLEWARE=["starlette_betterauth.django.BetterAuthUserMiddleware"],
             DATABASES={},
+            LOGGING_CONFIG=None,
         )
         django.setup()
     from django.core.asgi import get_asgi_application
@@ -361,6 +367,26 @@ def test_django_without_the_middleware_fails_closed(django_asgi: Any, issuer: Is
     ):
         answer = client.get("/me", headers=bearer(issuer.token()))
     assert answer.status_code == 500
+
+
+def test_django_under_wsgi_is_refused_loudly(django_asgi: Any) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+    from django.http import HttpRequest, HttpResponse
+    from django.test import RequestFactory
+
+    from starlette_betterauth.django import BetterAuthUserMiddleware
+
+    request = RequestFactory().get("/me")  # a WSGI request: no ASGI scope
+
+    @requires_role("admin")
+    def view(request: HttpRequest) -> HttpResponse:
+        return HttpResponse("unreachable")
+
+    with pytest.raises(RuntimeError, match="no ASGI scope"):
+        view(request)
+    middleware = BetterAuthUserMiddleware(lambda request: HttpResponse("unreachable"))
+    with pytest.raises(ImproperlyConfigured, match="SyncTokenVerifier"):
+        middleware(request)
 
 
 # -- Falcon (ASGI) -------------------------------------------------------------
