@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from ._jwks import JWKSCache, KeySetStatus
 from ._settings import KeySetOptions, VerifierSettings
+from ._sync import SyncTokenVerifier
 from ._user import BetterAuthUser
 from ._verifier import TokenVerifier, VerifiedToken
 from .guards import requires_role, requires_scope
@@ -26,6 +27,7 @@ __all__ = [
     "JWKSCache",
     "KeySetOptions",
     "KeySetStatus",
+    "SyncTokenVerifier",
     "TokenVerifier",
     "VerifiedToken",
     "VerifierSettings",

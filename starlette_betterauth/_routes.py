@@ -2,16 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from .errors import ConfigurationError
 
-__all__ = ["PREFLIGHT", "PublicRoutes"]
+__all__ = ["PREFLIGHT", "PublicRoutes", "route_path"]
 
 _ANY: frozenset[str] = frozenset()
 #: The pseudo-method of rules that let CORS preflights through and nothing else.
 PREFLIGHT = "PREFLIGHT"
 _PREFLIGHT_HEADERS = frozenset({b"origin", b"access-control-request-method"})
+
+
+def route_path(scope: Mapping[str, Any]) -> str:
+    """The path the app routes on: ``scope["path"]`` less the ``root_path`` it starts with.
+
+    Servers run with a root path (``uvicorn --root-path /api``) and mounted
+    apps (Starlette's ``Mount``) put the full path in ``scope["path"]`` and the
+    prefix in ``scope["root_path"]``; routers strip the prefix as Starlette's
+    does, and so must public rules, or ``"/health"`` would never match. A path
+    that does not start with the root path (servers that leave it out) is
+    already the routed path. The root path itself is ``"/"``.
+    """
+    path: str = scope["path"]
+    root_path = scope.get("root_path")
+    if not root_path or not path.startswith(root_path):
+        return path
+    rest = path[len(root_path) :]
+    if not rest:
+        return "/"
+    return rest if rest[0] == "/" else path
 
 
 class PublicRoutes:

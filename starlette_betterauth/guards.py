@@ -18,7 +18,11 @@ these decorators decide whether that caller may use one endpoint::
     async def reports(request: Request) -> Response: ...
 
 They guard Starlette function endpoints (async and sync), ``HTTPEndpoint`` and
-``WebSocketEndpoint`` methods, websocket endpoints and FastAPI path operations.
+``WebSocketEndpoint`` methods, websocket endpoints and FastAPI path operations,
+and the handlers of other ASGI frameworks behind the middleware: Litestar
+(a ``request: Request`` or ``socket: WebSocket`` parameter, or none), Django
+views (sync and async), Quart views (which take no request) and Falcon
+responders (``req``). A refusal is answered in the framework's own response type.
 The answers are those of the middleware: 401 with ``WWW-Authenticate: Bearer``
 for an anonymous caller (``optional=True`` or a public route), 403 with
 ``WWW-Authenticate: Bearer error="insufficient_scope"`` and a short JSON reason
@@ -40,6 +44,13 @@ from starlette.requests import HTTPConnection
 from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketState
 
+from ._connections import (
+    adapter_for,
+    ambient_connection,
+    connection_classes,
+    request_hint,
+    scope_of,
+)
 from ._requirements import Refusal, Requirement, describe, http_response, user_in
 from ._responses import ErrorResponse, send_websocket_denial
 from .errors import ConfigurationError
@@ -49,9 +60,13 @@ __all__ = ["requires_role", "requires_scope"]
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 #: The keyword under which a guard that found no request parameter receives the
-#: connection (declared in the wrapper's signature, so FastAPI passes it).
-_CONNECTION_PARAMETER: Final = "betterauth_connection"
-_CONNECTION_NAMES: Final = frozenset({"request", "websocket"})
+#: connection: declared in the wrapper's signature, FastAPI passes it by its
+#: annotation and Litestar by this name.
+_CONNECTION_PARAMETER: Final = "request"
+#: Names that mark an unannotated parameter as the connection (Litestar calls its
+#: websocket ``socket``, Falcon its request ``req``).
+_CONNECTION_NAMES: Final = frozenset({"request", "websocket", "socket", "req"})
+_WEBSOCKET_NAMES: Final = frozenset({"websocket", "socket"})
 _VARIADIC: Final = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 # Annotations that say nothing, so a parameter named request or websocket is it.
 _UNTYPED: Final = (inspect.Parameter.empty, Any, object)
@@ -75,8 +90,35 @@ async def _deny_websocket(websocket: WebSocket, prepared: ErrorResponse) -> None
     await send_websocket_denial(extensions, receive, websocket.send, prepared)
 
 
+def _answer(connection: object, prepared: ErrorResponse) -> object:
+    """An HTTP refusal in the response type of the connection's framework."""
+    if isinstance(connection, HTTPConnection):
+        return http_response(prepared)
+    adapter = adapter_for(connection)
+    assert adapter is not None  # connection_of let only known connections through
+    return adapter.answer(connection, prepared)
+
+
+async def _refuse(connection: object, prepared: ErrorResponse) -> object:
+    """Refuse an HTTP request or websocket handshake the way its framework does."""
+    if isinstance(connection, WebSocket):
+        await _deny_websocket(connection, prepared)
+        return None
+    scope = scope_of(connection)
+    if scope is not None and scope["type"] == "websocket":
+        adapter = adapter_for(connection)
+        assert adapter is not None
+        return await adapter.deny_websocket(connection, prepared)
+    return _answer(connection, prepared)
+
+
 def _connection_parameter(func: Callable[..., Any]) -> tuple[str, int | None, bool] | None:
-    """Find the request/websocket parameter: (name, position or None, is_websocket)."""
+    """Find the request/websocket parameter: (name, position or None, is_websocket).
+
+    By annotation (Starlette's connections, and the request classes of the
+    frameworks imported so far) or, unannotated, by name.
+    """
+    classes = connection_classes()
     try:
         signature = inspect.signature(func, eval_str=True)
     except Exception:
@@ -87,12 +129,12 @@ def _connection_parameter(func: Callable[..., Any]) -> tuple[str, int | None, bo
         if parameter.kind in _VARIADIC:
             continue
         annotation = parameter.annotation
-        if isinstance(annotation, type) and issubclass(annotation, HTTPConnection):
-            websocket = issubclass(annotation, WebSocket)
+        if isinstance(annotation, type) and issubclass(annotation, classes):
+            websocket = issubclass(annotation, WebSocket) or parameter.name in _WEBSOCKET_NAMES
         elif parameter.name in _CONNECTION_NAMES and (
             annotation in _UNTYPED or isinstance(annotation, str)
         ):
-            websocket = parameter.name == "websocket"
+            websocket = parameter.name in _WEBSOCKET_NAMES
         else:
             continue
         if parameter.kind is inspect.Parameter.KEYWORD_ONLY:
@@ -130,16 +172,19 @@ def _guard(requirement: Requirement, func: _F, where: str) -> _F:
         if websocket and not is_async:
             raise ConfigurationError(f"{where}: the websocket endpoint {name} must be async")
 
-    def connection_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> HTTPConnection:
+    def connection_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> object:
         if hidden:
+            # Quart passes no connection: its request is a context global.
             connection = kwargs.pop(parameter_name, None)
+            if connection is None:
+                connection = ambient_connection()
         elif parameter_name in kwargs:
             connection = kwargs[parameter_name]
         elif position is not None and position < len(args):
             connection = args[position]
         else:
             connection = None
-        if not isinstance(connection, HTTPConnection):
+        if not isinstance(connection, HTTPConnection) and adapter_for(connection) is None:
             raise TypeError(
                 f"{name} is guarded by {where} and was called without its request "
                 f"(got {type(connection).__name__} for {parameter_name!r})"
@@ -148,8 +193,14 @@ def _guard(requirement: Requirement, func: _F, where: str) -> _F:
 
     label = f"{where} on {name}"
 
-    def refusal_for(connection: HTTPConnection) -> Refusal | None:
-        outcome = requirement.check(user_in(connection.scope, label))
+    def refusal_for(connection: object) -> Refusal | None:
+        scope = scope_of(connection)
+        if scope is None:
+            raise RuntimeError(
+                f"{label}: the request carries no ASGI scope; BetterAuthMiddleware "
+                "authenticates ASGI apps (elsewhere, verify with SyncTokenVerifier)"
+            )
+        outcome = requirement.check(user_in(scope, label))
         return outcome if isinstance(outcome, Refusal) else None
 
     wrapper: Callable[..., Any]
@@ -161,20 +212,18 @@ def _guard(requirement: Requirement, func: _F, where: str) -> _F:
             refusal = refusal_for(connection)
             if refusal is None:
                 return await func(*args, **kwargs)
-            if isinstance(connection, WebSocket):
-                await _deny_websocket(connection, refusal.response)
-                return None
-            return http_response(refusal.response)
+            return await _refuse(connection, refusal.response)
 
         wrapper = async_guard
     else:
 
         @functools.wraps(func)
         def sync_guard(*args: Any, **kwargs: Any) -> Any:
-            refusal = refusal_for(connection_of(args, kwargs))
+            connection = connection_of(args, kwargs)
+            refusal = refusal_for(connection)
             if refusal is None:
                 return func(*args, **kwargs)
-            return http_response(refusal.response)
+            return _answer(connection, refusal.response)
 
         wrapper = sync_guard
 
@@ -188,6 +237,9 @@ def _guard(requirement: Requirement, func: _F, where: str) -> _F:
         cast(Any, wrapper).__signature__ = signature.replace(
             parameters=[*signature.parameters.values(), extra]
         )
+        # Litestar reads the type hints instead, and passes its request to a
+        # "request" typed as its connection; a fresh dict, as wraps shared the function's.
+        wrapper.__annotations__ = {**func.__annotations__, parameter_name: request_hint()}
     return cast(_F, wrapper)
 
 
@@ -261,8 +313,10 @@ def requires_role(
     token as configured by the middleware's ``roles=`` option.
 
     The endpoint needs a ``request`` or ``websocket`` parameter (found by
-    annotation or name); without one, as in FastAPI path operations, the
-    guard declares a hidden ``HTTPConnection`` parameter that FastAPI fills.
+    annotation or name); without one, as in FastAPI path operations and
+    Litestar handlers, the guard declares a hidden ``request: HTTPConnection``
+    parameter that FastAPI and Litestar fill, and in Quart views it reads
+    Quart's ``request`` or ``websocket`` global.
 
     Example::
 

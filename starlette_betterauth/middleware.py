@@ -31,7 +31,7 @@ from ._responses import (
     send_http,
     send_websocket_denial,
 )
-from ._routes import PublicRoutes
+from ._routes import PublicRoutes, route_path
 from ._settings import VerifierSettings, resolve_settings
 from ._token_cache import TokenCache
 from ._user import RoleSource, UserBuilder
@@ -224,7 +224,9 @@ class BetterAuthMiddleware:
                 principal = None
                 if not self.optional and not (
                     self.public
-                    and self.public.matches(scope.get("method"), scope["path"], scope["headers"])
+                    and self.public.matches(
+                        scope.get("method"), route_path(scope), scope["headers"]
+                    )
                 ):
                     await self._refuse(scope, receive, send, self._missing_error, None)
                     return

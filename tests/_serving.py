@@ -3,16 +3,19 @@
 ``websocket_session`` plays an ASGI server for one websocket connection (the
 messages a server would send, in order; what the app sends back is recorded).
 For the tests that need the bytes on the wire, ``threaded_uvicorn`` serves an
-app object with uvicorn in a thread, and ``start_uvicorn`` runs ``uvicorn
-module:app`` as a process (as users run it: configuration from the environment,
-optionally several workers); both listen on a free 127.0.0.1 port.
+app object with uvicorn in a thread, ``threaded_hypercorn`` one with Hypercorn,
+and ``start_uvicorn`` runs ``uvicorn module:app`` as a process (as users run it:
+configuration from the environment, optionally several workers); all listen on a
+free 127.0.0.1 port.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -127,11 +130,13 @@ def denial(messages: Sequence[Message]) -> tuple[int, dict[str, str], bytes]:
 
 
 @contextmanager
-def threaded_uvicorn(app: ASGIApp) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on a free 127.0.0.1 port in a thread; yield ``host:port``."""
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, lifespan="off", log_level="warning", access_log=False
-    )
+def threaded_uvicorn(app: ASGIApp, **options: Any) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a free 127.0.0.1 port in a thread; yield ``host:port``.
+
+    ``options`` go to ``uvicorn.Config`` (``root_path=``, ``lifespan="on"``, ``ws=``...).
+    """
+    settings: dict[str, Any] = {"lifespan": "off", "log_level": "warning", "access_log": False}
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, **{**settings, **options})
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
@@ -251,3 +256,41 @@ def _stop_group(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=STOP_TIMEOUT)
+
+
+@contextmanager
+def threaded_hypercorn(app: ASGIApp) -> Iterator[str]:
+    """Serve ``app`` with Hypercorn (asyncio) on a free 127.0.0.1 port in a thread."""
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    config = Config()
+    config.bind = [f"fd://{listener.detach()}"]
+    config.accesslog = None
+    config.errorlog = None
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    started = threading.Event()
+
+    async def run() -> None:
+        started.set()
+        await serve(app, config, shutdown_trigger=stop.wait, mode="asgi")  # type: ignore[arg-type]
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(run(),), daemon=True)
+    thread.start()
+    try:
+        assert started.wait(30), "hypercorn did not start"
+        for _ in range(1000):
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.01)
+        yield f"127.0.0.1:{port}"
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=10)
+        assert not thread.is_alive(), "hypercorn did not stop"
+        loop.close()

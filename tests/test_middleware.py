@@ -9,16 +9,17 @@ from typing import Any
 import httpx
 import pytest
 from _helpers import asgi_client, bearer, guarded_app
-from _serving import websocket_session
+from _serving import denial, websocket_session
 from starlette.applications import Starlette
 from starlette.authentication import requires
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from starlette_betterauth import BetterAuthMiddleware, BetterAuthUser, TokenVerifier
+from starlette_betterauth._routes import route_path
 from starlette_betterauth.errors import BetterAuthError, ConfigurationError
 from starlette_betterauth.testing import ALGORITHMS, Issuer, JWKSServer
 
@@ -158,6 +159,35 @@ async def test_public_routes_exact_prefix_and_method(server: JWKSServer) -> None
         preflight = await client.options("/me")
         assert preflight.status_code != 401  # reaches the app (which answers 405)
     assert server.requests == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "root_path", "routed"),
+    [
+        ("/health", "", "/health"),
+        ("/api/health", "/api", "/health"),
+        ("/api", "/api", "/"),
+        ("/apihealth", "/api", "/apihealth"),
+        ("/health", "/api", "/health"),  # a server that leaves the root path out
+        ("/api/v1/x", "/api/v1", "/x"),
+    ],
+)
+def test_route_path_strips_the_root_path_as_starlette_does(
+    path: str, root_path: str, routed: str
+) -> None:
+    assert route_path({"path": path, "root_path": root_path}) == routed
+
+
+async def test_public_routes_in_a_mounted_app(server: JWKSServer, issuer: Issuer) -> None:
+    inner = make_app(base_url=server.url, public=["/health"])
+    app = Starlette(routes=[Mount("/sub", app=inner)])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c:
+        assert (await c.get("/sub/health")).json() == {"anonymous": True, "authenticated": False}
+        assert (await c.get("/sub/me")).status_code == 401
+        assert (await c.get("/sub/health/x")).status_code == 401
+        assert (await c.get("/sub/me", headers=bearer(issuer.token()))).status_code == 200
+        denied = await websocket_session(app, "/sub/ws")
+        assert denial(denied)[0] == 401
 
 
 async def test_public_route_with_a_failing_token_is_still_401(
