@@ -384,8 +384,10 @@ async def test_failing_server_under_sustained_load_sees_bounded_fetches(
         requests += len(tokens)
     elapsed = anyio.current_time() - started
     print(f"{requests} requests in {elapsed:.2f} s caused {server.requests} fetches")
-    assert server.requests <= 1 + elapsed / retry + 1
-    assert status_of(app).fetches == server.requests
+    fetches = status_of(app).fetches
+    assert fetches <= 1 + elapsed / retry + 1
+    # A fetch that timed out on a loaded machine may never have reached the server.
+    assert server.requests <= fetches
     await app.verifier.jwks.aclose()
 
 
