@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 import falcon
 import falcon.asgi
 
-from ._responses import ErrorResponse
+from ._responses import ErrorResponse, header_dict
 
 __all__ = ["ADAPTER"]
 
@@ -29,11 +29,7 @@ class _FalconAdapter:
         status, headers, body = prepared
         raise falcon.HTTPStatus(
             falcon.code_to_http_status(status),
-            headers={
-                name.decode("latin-1"): value.decode("latin-1")
-                for name, value in headers
-                if name not in _OWN_HEADERS
-            },
+            headers=header_dict(headers, omit=_OWN_HEADERS),
             text=body.decode("utf-8"),
         )
 

@@ -16,6 +16,7 @@ __all__ = [
     "ACCEPT_IDENTITY",
     "BodyTooLarge",
     "ContentEncoded",
+    "http_date",
     "parse_retry_after",
     "read_limited",
 ]
@@ -108,10 +109,18 @@ def parse_retry_after(value: str | None) -> float | None:
     value = value.strip()
     if _DELTA_SECONDS.fullmatch(value):
         return float(value)
+    when = http_date(value)
+    return None if when is None else max(0.0, when - time.time())
+
+
+def http_date(value: str | None) -> float | None:
+    """Unix seconds of an HTTP date (``Date``, ``Retry-After``), None when unusable."""
+    if not value:
+        return None
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:  # "-0000": UTC, by RFC 5322
         when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - time.time())
+    return when.timestamp()

@@ -8,13 +8,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC
-from email.utils import parsedate_to_datetime
 
 import anyio
 import httpx
 
-from ._http import ACCEPT_IDENTITY, BodyTooLarge, ContentEncoded, read_limited
+from ._http import ACCEPT_IDENTITY, BodyTooLarge, ContentEncoded, http_date, read_limited
 from ._keys import SUPPORTED_ALGORITHMS, SkippedKey, VerificationKey, parse_key_set
 from ._observability import EventHook, emit, logger
 from ._settings import KeySetOptions, check_algorithms, check_http_url
@@ -482,12 +480,5 @@ class JWKSCache:
 
 def _clock_offset(date: str | None) -> float | None:
     """The server's clock minus ours, from an HTTP ``Date`` header (None if unusable)."""
-    if not date:
-        return None
-    try:
-        when = parsedate_to_datetime(date)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when.tzinfo is None:  # "-0000": UTC, by RFC 5322
-        when = when.replace(tzinfo=UTC)
-    return when.timestamp() - time.time()
+    when = http_date(date)
+    return None if when is None else when - time.time()

@@ -10,8 +10,10 @@ from starlette.types import Message, Receive, Send
 from .errors import BetterAuthError, MissingTokenError, ServiceUnavailableError
 
 __all__ = [
+    "BODY_HEADERS",
     "ErrorResponse",
     "error_response",
+    "header_dict",
     "missing_token",
     "send_http",
     "send_websocket_denial",
@@ -75,6 +77,21 @@ def _default_code(error: BetterAuthError) -> str:
     if isinstance(error, ServiceUnavailableError):
         return "temporarily_unavailable"
     return "unauthorized" if error.status_code == 401 else "forbidden"
+
+
+#: Headers a framework's response object sets itself from its body and media type.
+BODY_HEADERS = frozenset({b"content-type", b"content-length"})
+
+
+def header_dict(
+    headers: list[tuple[bytes, bytes]], *, omit: frozenset[bytes] = frozenset()
+) -> dict[str, str]:
+    """A prepared answer's headers as ``{name: value}`` text, for frameworks' responses."""
+    return {
+        name.decode("latin-1"): value.decode("latin-1")
+        for name, value in headers
+        if name not in omit
+    }
 
 
 async def send_http(send: Send, response: ErrorResponse) -> None:

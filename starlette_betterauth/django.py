@@ -52,7 +52,7 @@ from starlette.authentication import UnauthenticatedUser
 
 from ._connections import scope_of
 from ._requirements import user_in
-from ._responses import ErrorResponse
+from ._responses import ErrorResponse, header_dict
 from ._user import BetterAuthUser
 
 __all__ = ["BetterAuthUserMiddleware", "better_auth_user"]
@@ -144,7 +144,7 @@ class _DjangoAdapter:
         return HttpResponse(
             body,
             status=status,
-            headers={name.decode("latin-1"): value.decode("latin-1") for name, value in headers},
+            headers=header_dict(headers),
         )
 
     async def deny_websocket(self, connection: Any, prepared: ErrorResponse) -> HttpResponse:

@@ -46,6 +46,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
 from ._requirements import MISSING, Refusal, Requirement, http_response, user_in
+from ._responses import BODY_HEADERS, header_dict
 from ._user import BetterAuthUser
 
 __all__ = [
@@ -59,8 +60,6 @@ __all__ = [
     "require_role",
     "require_scope",
 ]
-
-_RESPONSE_OWN_HEADERS = frozenset({b"content-type", b"content-length"})
 
 UserDependency = Callable[[HTTPConnection, None], Coroutine[Any, Any, BetterAuthUser]]
 
@@ -95,11 +94,7 @@ class BetterAuthHTTPException(HTTPException):
         super().__init__(
             status_code=status,
             detail=refusal.error.message,
-            headers={
-                name.decode("latin-1"): value.decode("latin-1")
-                for name, value in headers
-                if name not in _RESPONSE_OWN_HEADERS
-            },
+            headers=header_dict(headers, omit=BODY_HEADERS),
         )
         self.error = refusal.error
         self._refusal = refusal

@@ -49,7 +49,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ._observability import logger
 from ._requirements import MISSING, Refusal, Requirement, user_in
-from ._responses import ErrorResponse, send_websocket_denial
+from ._responses import BODY_HEADERS, ErrorResponse, header_dict, send_websocket_denial
 from ._user import BetterAuthUser
 from .errors import BetterAuthError, KeySetError
 from .middleware import BetterAuthMiddleware
@@ -68,7 +68,6 @@ __all__ = [
 Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]
 
 # Litestar sets these from the content it is given.
-_OWN_HEADERS = frozenset({b"content-type", b"content-length"})
 
 
 def _response(prepared: ErrorResponse) -> Response[bytes]:
@@ -77,11 +76,7 @@ def _response(prepared: ErrorResponse) -> Response[bytes]:
         body,
         status_code=status,
         media_type="application/json",
-        headers={
-            name.decode("latin-1"): value.decode("latin-1")
-            for name, value in headers
-            if name not in _OWN_HEADERS
-        },
+        headers=header_dict(headers, omit=BODY_HEADERS),
     )
 
 
@@ -97,11 +92,7 @@ class BetterAuthException(HTTPException):
         super().__init__(
             detail=refusal.error.message,
             status_code=status,
-            headers={
-                name.decode("latin-1"): value.decode("latin-1")
-                for name, value in headers
-                if name not in _OWN_HEADERS
-            },
+            headers=header_dict(headers, omit=BODY_HEADERS),
         )
         self.error: BetterAuthError = refusal.error
         self._refusal = refusal

@@ -102,14 +102,12 @@ class BetterAuthMiddleware:
         app.add_middleware(BetterAuthMiddleware, base_url="https://auth.example.com")
 
     Args:
-        base_url: Better Auth's ``baseURL``; keys come from
-            ``{base_url}/api/auth/jwks`` and ``iss``/``aud`` must equal it.
-            Defaults to the ``BETTER_AUTH_URL`` environment variable.
-        jwks_url: the key set's URL, for a custom basePath or jwksPath.
-        issuer: the exact ``iss`` required (defaults to ``base_url``).
-        audience: the accepted audience or audiences (defaults to ``base_url``).
-        verify_issuer, verify_audience, algorithms, leeway, require_exp, key_set:
-            the other verification settings (:class:`VerifierSettings`).
+        base_url, jwks_url, issuer, audience, verify_issuer, verify_audience,
+            algorithms, leeway, require_exp, key_set: the verification settings,
+            declared and documented once in :class:`VerifierSettings` (``base_url``
+            is Better Auth's ``baseURL``; by default ``BETTER_AUTH_URL``).
+        accept: the credential kinds accepted, in the order they are tried
+            (:mod:`starlette_betterauth.credentials`; default ``[BearerJWT()]``).
         public: routes reachable without a token, e.g. ``["/health", "GET /docs/*"]``;
             ``"PREFLIGHT /*"`` lets CORS preflights through (better: put
             ``CORSMiddleware`` outside this middleware, see the README).

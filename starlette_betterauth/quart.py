@@ -38,7 +38,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess
     raise ImportError("starlette_betterauth.quart needs Quart: pip install quart") from exc
 
 from ._requirements import user_in
-from ._responses import ErrorResponse
+from ._responses import ErrorResponse, header_dict
 from ._user import BetterAuthUser
 
 __all__ = ["current_user"]
@@ -68,7 +68,7 @@ class _QuartAdapter:
         return Response(
             body,
             status=status,
-            headers={name.decode("latin-1"): value.decode("latin-1") for name, value in headers},
+            headers=header_dict(headers),
         )
 
     async def deny_websocket(self, connection: Any, prepared: ErrorResponse) -> Response:

@@ -297,9 +297,9 @@ async def test_a_revoked_session_is_seen_once_the_cache_ttl_has_passed(
 async def test_an_answer_is_never_cached_past_the_sessions_expiry(
     server: JWKSServer, issuer: Issuer, sessions: SessionClient
 ) -> None:
-    session = issuer.session(expires_in=0.3)  # cache_ttl is 60 s
+    session = issuer.session(expires_in=1.0)  # cache_ttl is 60 s
     await sessions.lookup(cookie_of(session))
-    await anyio.sleep(0.35)
+    await anyio.sleep(max(0.0, session.expires_at - time.time()) + 0.05)
     with pytest.raises(InvalidSessionError):
         await sessions.lookup(cookie_of(session))
     assert server.session_requests == 2
