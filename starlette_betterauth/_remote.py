@@ -20,6 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
+from types import MappingProxyType
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import anyio
@@ -29,7 +30,7 @@ from ._http import BodyTooLarge, parse_retry_after, read_limited
 from ._settings import check_http_url
 from .errors import BetterAuthError, ConfigurationError, ServiceUnavailableError
 
-__all__ = ["MAX_RETRY_AFTER", "Keyed", "LookupStatus", "RemoteLookup", "finite"]
+__all__ = ["MAX_RETRY_AFTER", "Keyed", "LookupStatus", "RemoteLookup", "finite", "freeze_json"]
 
 logger = logging.getLogger("starlette_betterauth")
 
@@ -89,6 +90,15 @@ class _Flight(Generic[R]):
 def finite(value: object) -> bool:
     """Whether ``value`` is a finite int or float (not a bool)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def freeze_json(value: Any) -> Any:
+    """A read-only copy of a JSON value: objects as mappings, arrays as tuples."""
+    if isinstance(value, dict):
+        return MappingProxyType({key: freeze_json(item) for key, item in value.items()})
+    if isinstance(value, list):
+        return tuple(freeze_json(item) for item in value)
+    return value
 
 
 class RemoteLookup(ABC, Generic[C, R]):
@@ -155,9 +165,7 @@ class RemoteLookup(ABC, Generic[C, R]):
         self._timeout_extension = httpx.Timeout(self.timeout).as_dict()
         # Insertion order is eviction order (OrderedDict drops its oldest in O(1)).
         self._answers: OrderedDict[bytes, tuple[R, float]] = OrderedDict()
-        self._refusals: OrderedDict[bytes, tuple[float, type[BetterAuthError], str]] = (
-            OrderedDict()
-        )
+        self._refusals: OrderedDict[bytes, tuple[float, type[BetterAuthError], str]] = OrderedDict()
         self._inflight: dict[bytes, _Flight[R]] = {}
         self._retry_at = -math.inf  # monotonic time before which no call is made
         self._retry_reason = ""

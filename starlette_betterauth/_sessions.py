@@ -14,14 +14,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import MappingProxyType
 from typing import Any, Literal
 from urllib.parse import unquote
 
 import httpx
 
 from ._cookies import encode_cookie_value
-from ._remote import MAX_RETRY_AFTER, LookupStatus, RemoteLookup
+from ._remote import MAX_RETRY_AFTER, LookupStatus, RemoteLookup, freeze_json
 from .errors import InvalidSessionError, SessionServiceError
 
 __all__ = [
@@ -279,8 +278,8 @@ class SessionClient(RemoteLookup[SessionCredential, SessionRecord]):
         if expires_at <= time.time():
             raise InvalidSessionError(_EXPIRED)
         try:
-            frozen_session = _freeze({k: v for k, v in session.items() if k != "token"})
-            frozen_user = _freeze(user)
+            frozen_session = freeze_json({k: v for k, v in session.items() if k != "token"})
+            frozen_user = freeze_json(user)
         except RecursionError as exc:
             raise _bad_shape("it is nested too deeply") from exc
         record = SessionRecord(
@@ -309,12 +308,3 @@ def _timestamp(value: object) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return when.timestamp()
-
-
-def _freeze(value: Any) -> Any:
-    """A read-only copy of a JSON value: objects as mappings, arrays as tuples."""
-    if isinstance(value, dict):
-        return MappingProxyType({key: _freeze(item) for key, item in value.items()})
-    if isinstance(value, list):
-        return tuple(_freeze(item) for item in value)
-    return value
