@@ -484,9 +484,7 @@ async def test_requires_scope_with_oauth_access_tokens(
         assert double.json()["error_description"] == (
             "this endpoint needs all of the scopes reports:read, reports:export"
         )
-        assert double.headers["www-authenticate"].endswith(
-            'scope="reports:read reports:export"'
-        )
+        assert double.headers["www-authenticate"].endswith('scope="reports:read reports:export"')
 
 
 async def test_anonymous_scope_request_is_401(api_client: httpx.AsyncClient) -> None:
