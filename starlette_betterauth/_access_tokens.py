@@ -54,6 +54,8 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from ._settings import ResolvedSettings
+    from ._user import RoleSource
     from .credentials import AccessToken, Context, Principal
 
 __all__ = [
@@ -61,6 +63,7 @@ __all__ = [
     "DEFAULT_BASE_PATH",
     "AccessTokenAuthenticator",
     "Discovery",
+    "bind_standalone",
     "header_typ",
     "id_token_error",
     "is_access_token",
@@ -342,10 +345,13 @@ class AccessTokenAuthenticator:
         from .credentials import BearerJWT, SessionToken
 
         settings = context.settings
-        self._base_url = settings.base_url if settings is not None else None
+        #: The middleware's base URL, when it has one.
+        self.base_url = settings.base_url if settings is not None else None
         self._config = config
         self._context = context
         self._users: UserBuilder = context.users
+        #: The key-set cache this kind shares (the middleware's, or its own when standalone).
+        self.shared_jwks: JWKSCache = context.verifier.jwks
         self.audiences = check_audiences(config.resource)
         resources = [config.resource] if isinstance(config.resource, str) else config.resource
         issuer = config.issuer
@@ -357,11 +363,11 @@ class AccessTokenAuthenticator:
                 )
             issuer = discovered
         if issuer is None:
-            if self._base_url is None:
+            if self.base_url is None:
                 raise ConfigurationError(
                     "AccessToken needs issuer= (or discovery_url=, or the middleware's base_url=)"
                 )
-            issuer = self._base_url + DEFAULT_BASE_PATH
+            issuer = self.base_url + DEFAULT_BASE_PATH
         self.issuer = check_issuer(issuer)
         if config.opaque_prefix is not None and not config.opaque_prefix:
             raise ConfigurationError("opaque_prefix must be a non-empty string (or None)")
@@ -542,7 +548,7 @@ class AccessTokenAuthenticator:
     async def _verify(self, resolved: _Resolved, token: str) -> Principal:
         typ = header_typ(token)
         if typ not in _ACCESS_TOKEN_TYPS:
-            raise type_error(typ, _unverified_claims(token), self._base_url)
+            raise type_error(typ, _unverified_claims(token), self.base_url)
         try:
             verified = await resolved.verifier.verify_token(token)
         except InvalidAudienceError as exc:
@@ -568,3 +574,35 @@ class AccessTokenAuthenticator:
             await resolved.introspection.aclose()
         if resolved.jwks is not None:
             await resolved.jwks.aclose()
+
+
+def bind_standalone(
+    kind: AccessToken,
+    settings: ResolvedSettings,
+    *,
+    roles: RoleSource = "role",
+    token_cache_size: int = 10_000,
+    token_cache_ttl: float = 300.0,
+    http_client: httpx.AsyncClient | None = None,
+) -> AccessTokenAuthenticator:
+    """Bind ``kind`` without a middleware (the MCP adapter, the command line): its own key-set
+    cache, token cache and users. Close it with ``aclose()`` and its verifier's key set."""
+    from .credentials import Context
+
+    verifier = TokenVerifier.from_settings(settings, http_client=http_client)
+    context = Context(
+        settings=settings,
+        verifier=verifier,
+        users=UserBuilder(roles),
+        cache=TokenCache(
+            max_entries=token_cache_size,
+            ttl=token_cache_ttl,
+            leeway=verifier.rules.leeway,
+            key_present=verifier.jwks.has_key,
+        ),
+        http_client=http_client,
+        on_event=None,
+        sole_bearer=True,
+        kinds=(kind,),
+    )
+    return AccessTokenAuthenticator(kind, context)

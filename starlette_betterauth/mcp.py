@@ -47,12 +47,11 @@ except ImportError as exc:  # pragma: no cover - the extra is not installed
         "starlette_betterauth.mcp needs the MCP Python SDK: pip install starlette-betterauth[mcp]"
     ) from exc
 
+from ._access_tokens import bind_standalone
 from ._headers import Presented
 from ._settings import DEFAULT_LEEWAY, KeySetOptions, VerifierSettings, resolve_settings
-from ._token_cache import TokenCache
-from ._user import RoleSource, UserBuilder
-from ._verifier import TokenVerifier
-from .credentials import AccessToken, Authenticator, Context, Introspection
+from ._user import RoleSource
+from .credentials import AccessToken, Introspection
 from .errors import BetterAuthError, ServiceUnavailableError
 
 __all__ = ["BetterAuthTokenVerifier"]
@@ -113,8 +112,6 @@ class BetterAuthTokenVerifier:
         }
         if key_set is not None:
             settings["key_set"] = key_set
-        resolved = resolve_settings(settings)
-        verifier = TokenVerifier.from_settings(resolved, http_client=http_client)
         self.resource = resource
         kind = AccessToken(
             resource=resource,
@@ -124,27 +121,16 @@ class BetterAuthTokenVerifier:
             dpop=False,
             resource_metadata=False,
         )
-        self._jwks = verifier.jwks
-        self._kind: Authenticator = kind.bind(
-            Context(
-                settings=resolved,
-                verifier=verifier,
-                users=UserBuilder(roles),
-                cache=TokenCache(
-                    max_entries=token_cache_size,
-                    ttl=token_cache_ttl,
-                    leeway=verifier.rules.leeway,
-                    key_present=verifier.jwks.has_key,
-                ),
-                http_client=http_client,
-                on_event=None,
-                sole_bearer=True,
-                kinds=(kind,),
-            )
+        self._kind = bind_standalone(
+            kind,
+            resolve_settings(settings),
+            roles=roles,
+            token_cache_size=token_cache_size,
+            token_cache_ttl=token_cache_ttl,
+            http_client=http_client,
         )
-        issuer_url: str = getattr(self._kind, "issuer")  # noqa: B009 - AccessTokenAuthenticator
         #: The authorization server's issuer (Better Auth's baseURL + basePath).
-        self.issuer = issuer_url
+        self.issuer = self._kind.issuer
         self._fields = set(MCPAccessToken.model_fields)
 
     def auth_settings(self, *, required_scopes: Sequence[str] | None = None) -> AuthSettings:
@@ -189,4 +175,4 @@ class BetterAuthTokenVerifier:
     async def aclose(self) -> None:
         """Close the HTTP clients the verifier opened (key set, metadata, introspection)."""
         await self._kind.aclose()
-        await self._jwks.aclose()
+        await self._kind.shared_jwks.aclose()
