@@ -22,22 +22,23 @@ from __future__ import annotations
 import binascii
 import json
 import logging
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import anyio
 import httpx
 
 from ._claims import short_repr
 from ._compact import MAX_HEADER_LENGTH, decode_segment
 from ._dpop import DPoPVerifier
 from ._headers import Presented
-from ._http import BodyTooLarge, read_limited
+from ._http import parse_retry_after
 from ._introspection import IntrospectionClient
 from ._jwks import JWKSCache
 from ._metadata import ResourceMetadata
 from ._origins import TrustedOrigins
+from ._remote import RemoteLookup, freeze_json
 from ._settings import check_audiences, check_http_url, check_issuer
 from ._token_cache import TokenCache
 from ._user import UserBuilder
@@ -47,9 +48,9 @@ from .errors import (
     InvalidAudienceError,
     InvalidClaimError,
     KeySetFetchError,
-    KeySetInvalidError,
     MalformedTokenError,
     OpaqueTokenError,
+    ServiceUnavailableError,
     TokenTypeError,
 )
 
@@ -79,6 +80,7 @@ _ACCESS_TOKEN_TYPS = frozenset({"at+jwt", "application/at+jwt"})
 DEFAULT_BASE_PATH = "/api/auth"
 _WELL_KNOWN = ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration")
 _MAX_DISCOVERY_BODY = 64 * 1024
+_KEPT = 10 * 365 * 86400.0  # the metadata is kept for the life of the process
 
 # -- routing by header typ ---------------------------------------------------------
 
@@ -197,14 +199,26 @@ def issuer_of_discovery_url(url: str) -> str:
     )
 
 
-class Discovery:
+class _Metadata:
+    """The one thing discovery looks up: the issuer's metadata document."""
+
+    __slots__ = ()
+    key = b"authorization-server-metadata"
+
+
+class Discovery(RemoteLookup[_Metadata, Mapping[str, Any]]):
     """The authorization server's metadata (RFC 8414), fetched once and kept.
 
     ``jwks_uri`` and ``introspection_endpoint`` do not change while a server runs,
     so the document is fetched on first need (one fetch however many requests
-    wait) and never again; after a failure no fetch is made for ``retry_interval``
-    seconds, and requests meanwhile get a 503.
+    wait) and kept; after a failure, or a document that names another issuer
+    (RFC 8414 section 3.3), no fetch is made for ``retry_interval`` seconds and
+    requests meanwhile get a 503 with ``Retry-After``.
     """
+
+    service = "discovery"
+    event = "discovery"
+    unavailable = KeySetFetchError
 
     def __init__(
         self,
@@ -215,106 +229,68 @@ class Discovery:
         timeout: float,
         retry_interval: float,
     ) -> None:
-        self.url = url
+        super().__init__(
+            url,
+            client=client,
+            cache_size=1,
+            cache_ttl=_KEPT,
+            refusal_ttl=0,
+            timeout=timeout,
+            max_body_size=_MAX_DISCOVERY_BODY,
+            retry_interval=retry_interval,
+            on_event=None,
+        )
         self.issuer = issuer
-        self.timeout = timeout
-        self.retry_interval = retry_interval
-        self.document: Mapping[str, Any] | None = None
-        self._client = client
-        self._lock = anyio.Lock()
-        self._retry_at = 0.0
-        self._error: str | None = None
 
     async def fetch(self) -> Mapping[str, Any]:
         """The document, fetched the first time.
 
         Raises:
-            KeySetFetchError: the server could not be reached or answered an error (503).
-            KeySetInvalidError: the document is unusable or names another issuer (503).
+            KeySetFetchError: no usable document can be had now (503).
         """
-        if self.document is not None:
-            return self.document
-        async with self._lock:
-            if self.document is not None:
-                return self.document
-            wait = self._retry_at - anyio.current_time()
-            if wait > 0:
-                raise KeySetFetchError(
-                    f"the authorization server metadata is not fetched again for {wait:.1f} s "
-                    f"({self._error})",
-                    retry_after=wait,
-                )
-            try:
-                self.document = await self._download()
-            except (KeySetFetchError, KeySetInvalidError) as exc:
-                self._retry_at = anyio.current_time() + self.retry_interval
-                self._error = exc.message
-                logger.warning("authorization server metadata: %s", exc.message)
-                raise
-            return self.document
+        return await self.lookup(_Metadata())
 
-    async def _download(self) -> Mapping[str, Any]:
-        client = self._client
-        owned = client is None
-        if client is None:
-            client = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
-        try:
-            with anyio.fail_after(self.timeout):
-                request = httpx.Request("GET", self.url, headers={"accept": "application/json"})
-                response = await client.send(request, stream=True, follow_redirects=False)
-                try:
-                    if response.status_code != 200:
-                        raise KeySetFetchError(
-                            f"the authorization server metadata at {self.url} answered HTTP "
-                            f"{response.status_code}"
-                        )
-                    body = await read_limited(response, _MAX_DISCOVERY_BODY)
-                finally:
-                    await response.aclose()
-        except BodyTooLarge as exc:
-            raise KeySetInvalidError("the authorization server metadata is too large") from exc
-        except TimeoutError as exc:
-            raise KeySetFetchError(
-                f"the authorization server metadata at {self.url} did not come within "
-                f"{self.timeout:g} s"
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise KeySetFetchError(
-                f"the authorization server metadata at {self.url} could not be fetched "
-                f"({type(exc).__name__})"
-            ) from exc
-        finally:
-            if owned:
-                await client.aclose()
-        return self._check(body)
+    def _request(self, credential: _Metadata) -> httpx.Request:
+        return httpx.Request(
+            "GET",
+            self.url,
+            headers={"accept": "application/json"},
+            extensions={"timeout": self._timeout_extension},
+        )
 
-    def _check(self, body: bytes) -> Mapping[str, Any]:
+    def _http_error(self, response: httpx.Response) -> ServiceUnavailableError:
+        # Any status: a wrong URL must not be fetched again on every request.
+        message = f"discovery answered HTTP {response.status_code} at {self.url}"
+        return self._back_off(
+            message + self._status_hint(response.status_code),
+            parse_retry_after(response.headers.get("retry-after")),
+        )
+
+    def _parse(self, body: bytes, credential: _Metadata) -> tuple[Mapping[str, Any], float]:
         try:
             document = json.loads(body)
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise KeySetInvalidError("the authorization server metadata is not JSON") from exc
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            document = None
         if not isinstance(document, dict):
-            raise KeySetInvalidError("the authorization server metadata is not a JSON object")
+            raise self._back_off("the authorization server metadata is not a JSON object", None)
         issuer = document.get("issuer")
         if issuer != self.issuer:
-            # RFC 8414 section 3.3: a document naming another issuer must not be used.
-            raise KeySetInvalidError(
+            raise self._back_off(
                 f"the authorization server metadata names issuer {short_repr(issuer)}, not "
-                f"{self.issuer!r}, the issuer its URL belongs to"
+                f"{self.issuer!r}, the issuer its URL belongs to",
+                None,
             )
         for member in ("jwks_uri", "introspection_endpoint"):
             value = document.get(member)
-            if value is None:
+            if value is None and member != "jwks_uri":
                 continue
             try:
                 check_http_url(member, value)
             except ConfigurationError as exc:
-                raise KeySetInvalidError(
-                    f"the authorization server metadata's {exc.message}"
+                raise self._back_off(
+                    f"the authorization server metadata's {exc.message}", None
                 ) from exc
-        if not isinstance(document.get("jwks_uri"), str):
-            raise KeySetInvalidError("the authorization server metadata has no jwks_uri")
-        return document
+        return freeze_json(document), time.time() + _KEPT
 
 
 class _Resolved:
@@ -567,6 +543,8 @@ class AccessTokenAuthenticator:
         return self._users.build(claims, kind=self.kind, expires_at=expires_at)
 
     async def aclose(self) -> None:
+        if self._discovery is not None:
+            await self._discovery.aclose()
         resolved = self._resolved
         if resolved is None:
             return

@@ -1,7 +1,8 @@
 """Cached lookups at one endpoint of the Better Auth server: who does this credential belong to?
 
-Better Auth's get-session and its OAuth provider's token introspection are asked
-the same way, and :class:`RemoteLookup` holds what they share: answers cached
+Better Auth's get-session, its OAuth provider's token introspection and its
+metadata (RFC 8414 discovery) are asked the same way, and :class:`RemoteLookup`
+holds what they share: answers cached
 under the SHA-256 of the credential (never the credential in clear) until
 ``cache_ttl`` or the answer's own expiry, one call in flight per credential
 however many requests carry it, refusals cached briefly, bounded and
