@@ -90,9 +90,13 @@ def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     """Return the bearer token of raw ASGI headers, or None when there is no Authorization.
 
     Raises:
-        InvalidRequestError: more than one Authorization header, or a malformed one.
+        InvalidRequestError: more than one Authorization header, a malformed one, or
+            another scheme than Bearer (DPoP included).
     """
-    return read_headers(headers).bearer
+    presented = read_headers(headers)
+    if presented.dpop is not None:
+        raise InvalidRequestError("the Authorization scheme is not Bearer")
+    return presented.bearer
 
 
 def read_headers(headers: Iterable[tuple[bytes, bytes]]) -> Presented:
