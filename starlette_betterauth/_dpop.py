@@ -71,7 +71,8 @@ def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
         ValueError: the key type is not EC, OKP or RSA, or a required member is
             missing or not a string.
     """
-    members = _THUMBPRINT_MEMBERS.get(jwk.get("kty"))  # type: ignore[arg-type]
+    kty = jwk.get("kty")
+    members = _THUMBPRINT_MEMBERS.get(kty) if type(kty) is str else None
     if members is None:
         raise ValueError(f"no thumbprint for key type {short_repr(jwk.get('kty'))}")
     required = {}
@@ -218,10 +219,10 @@ class DPoPVerifier:
             return self.public_origin + path
         scheme = scope.get("scheme", "http")
         scheme = _WEBSOCKET_SCHEMES.get(scheme, scheme)
-        parts = urlsplit(str(URL(scope={**scope, "scheme": scheme, "path": "/"})))
         try:
+            parts = urlsplit(str(URL(scope={**scope, "scheme": scheme, "path": "/"})))
             return _origin(parts.scheme, parts.hostname, parts.port) + path
-        except ValueError:  # no usable host: no proof can name this request
+        except (ValueError, KeyError):  # no usable host: no proof can name this request
             return f"{scheme}://(unknown host){path}"
 
     def verify(

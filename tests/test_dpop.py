@@ -155,6 +155,12 @@ def test_each_broken_rule_is_named(key: DPoPKey) -> None:
     }
     for reason, proof in cases.items():
         assert reason in _refusal(verifier, proof, key), reason
+    for jwk in ({"kty": ["EC"]}, {"kty": "EC", "crv": "P-256", "x": 1, "y": 2}, {"kty": "oct"}):
+        proof = key.proof("GET", URL, token="the-token", header={"jwk": jwk})
+        assert "jwk" in _refusal(verifier, proof, key)
+    for htu in ("http://[::1", "http://a:99999/x", 5):
+        proof = key.proof("GET", URL, token="the-token", htu=htu)
+        assert "htu" in _refusal(verifier, proof, key)
     other = DPoPKey()
     assert "another key" in _refusal(verifier, other.proof("GET", URL, token="the-token"), key)
 
@@ -196,6 +202,9 @@ def test_public_origin_replaces_the_scheme_and_host_the_app_sees() -> None:
     assert behind.request_url(scope) == "https://api.example.com/v1/me"
     websocket = {**scope, "type": "websocket", "scheme": "wss", "headers": []}
     assert DPoPVerifier().request_url(websocket) == "https://10.0.0.1:8000/v1/me"
+    for host in (b"[::1", b"a:99999", b"\xff"):
+        odd = {**scope, "headers": [(b"host", host)], "server": None}
+        assert DPoPVerifier().request_url(odd).startswith("http://")
 
 
 @pytest.mark.parametrize(
