@@ -203,7 +203,10 @@ class IntrospectionClient(RemoteLookup[IntrospectedToken, R]):
         now = time.time()
         if exp is not None and now >= exp + self.leeway:
             raise InactiveTokenError("the token has expired (its introspected exp is past)")
-        if not isinstance(answer.get("sub"), str) or not answer["sub"]:
+        sub = answer.get("sub")
+        if sub is not None and (not isinstance(sub, str) or not sub):
+            raise InvalidClaimError("the introspection answer's sub is not a non-empty string")
+        if sub is None:
             client_id = answer.get("client_id")
             if not isinstance(client_id, str) or not client_id:
                 raise InvalidClaimError("the introspection answer names no sub and no client_id")

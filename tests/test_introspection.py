@@ -153,6 +153,7 @@ async def test_a_machine_token_without_sub_is_its_client(
         ({"aud": "https://other.example.com"}, "the token was issued for"),
         ({"exp": 1000}, "the token has expired"),
         ({"sub": None, "client_id": None}, "names no sub and no client_id"),
+        ({"sub": 5}, "sub is not a non-empty string"),
     ],
 )
 async def test_answers_that_must_not_be_trusted(
