@@ -102,12 +102,6 @@ def bearer(token: str) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"}
 
 
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    # One backend: the server and its flows are shared by the module's tests.
-    return "asyncio"
-
-
 async def test_authorization_code_with_pkce(
     oauth: OAuthServer, api: OAuthAPI, client_app: ClientApp, resource_api: httpx.AsyncClient
 ) -> None:
