@@ -20,12 +20,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, NoReturn, TextIO
 
 import anyio
 
 from . import _doctor as doctor
+from ._access_tokens import AccessTokenAuthenticator, bind_standalone
 from ._compact import MAX_TOKEN_LENGTH, ParsedToken, parse_token
+from ._headers import Presented
 from ._jwks import JWKSCache
 from ._keys import SUPPORTED_ALGORITHMS
 from ._observability import logger, token_fingerprint
@@ -39,6 +42,7 @@ from ._settings import (
 )
 from ._user import UserBuilder
 from ._verifier import TokenVerifier
+from .credentials import AccessToken
 from .errors import (
     BetterAuthError,
     ConfigurationError,
@@ -162,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LIST",
         type=_algorithm_list,
         help=f"accepted algorithms, comma-separated (default: {','.join(_SORTED_ALGS)})",
+    )
+    group.add_argument(
+        "--resource",
+        metavar="URL",
+        help="check an OAuth access token of Better Auth's OAuth provider for this resource "
+        "(its aud; the issuer is then BASE_URL/api/auth unless --issuer)",
     )
     group.add_argument(
         "--leeway",
@@ -462,10 +472,99 @@ def _print_members(members: Mapping[str, Any], times: Mapping[str, Mapping[str, 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     token = _read_token(args.token)
+    if args.resource is not None:
+        access: int = anyio.run(_verify_access, args, token, _access_kind(args))
+        return access
     settings = _settings(args)
     verifier = TokenVerifier.from_settings(settings)
     code: int = anyio.run(_verify, args, token, verifier)
     return code
+
+
+def _access_kind(args: argparse.Namespace) -> AccessTokenAuthenticator:
+    """``--resource``: the AccessToken kind, with the OAuth issuer (``--issuer``)."""
+    if args.audience:
+        raise _UsageError(
+            "--audience names session-JWT audiences; with --resource, the token's aud must "
+            "name the resource"
+        )
+    kind = AccessToken(
+        resource=args.resource, issuer=args.issuer, dpop=False, resource_metadata=False
+    )
+    return bind_standalone(kind, _settings(args, identity=False))
+
+
+async def _verify_access(
+    args: argparse.Namespace, token: str, kind: AccessTokenAuthenticator
+) -> int:
+    fingerprint = token_fingerprint(token)
+    verifier = kind.verifier
+    assert verifier is not None
+    try:
+        try:
+            user, _ = await kind.authenticate(token, Presented(token, None, None, None))
+        except KeySetError as exc:
+            fix = doctor.key_server_fix(exc, verifier.jwks.url)
+            return _fail(args, EXIT_KEY_SERVER, type(exc).__name__, exc.message, fix)
+        except BetterAuthError as exc:
+            return _refused(args, exc, doctor.explain(exc, _try_parse(token), verifier), token)
+    finally:
+        await kind.aclose()
+        await kind.shared_jwks.aclose()
+    claims = user.claims
+    times = doctor.times(claims, time.time())
+    binding = doctor.dpop_fix() if user.dpop_jkt is not None else None
+    if args.json:
+        _print_json(
+            {
+                "ok": True,
+                "valid": True,
+                "fingerprint": fingerprint,
+                "access_token": {
+                    "subject": user.id,
+                    "client_id": user.client_id,
+                    "machine": user.is_machine,
+                    "scopes": sorted(user.scopes),
+                    "dpop_jkt": user.dpop_jkt,
+                },
+                "claims": dict(claims),
+                "times": times,
+                "warning": binding,
+            }
+        )
+        return EXIT_OK
+    _out(
+        f"valid: an OAuth access token for {doctor.clean(args.resource)}, issued by "
+        f"{doctor.clean(kind.issuer)}"
+    )
+    _out(f"fingerprint  {fingerprint}")
+    kind_of = "client (client_credentials)" if user.is_machine else "user"
+    _out(f"{kind_of:<12} {doctor.quote(user.id)}")
+    _out(f"client       {doctor.quote(user.client_id)}")
+    _out(f"scopes       {', '.join(doctor.clean(s) for s in sorted(user.scopes)) or '(none)'}")
+    for name, when in times.items():
+        _out(f"{name:<12} {when['utc']} ({when['relative']})")
+    if binding is not None:
+        _out(f"DPoP-bound   {doctor.quote(user.dpop_jkt)}: {binding}")
+    return EXIT_OK
+
+
+def _refused(args: argparse.Namespace, exc: BetterAuthError, fix: str | None, token: str) -> int:
+    if args.json:
+        _print_json(
+            {
+                "ok": False,
+                "valid": False,
+                "fingerprint": token_fingerprint(token),
+                "exit_code": EXIT_REFUSED,
+                "error": _refusal_doc(exc, fix),
+            }
+        )
+    else:
+        _out(f"refused: {doctor.clean(exc.message)} ({type(exc).__name__}, HTTP {exc.status_code})")
+        if fix:
+            _out(f"fix: {fix}")
+    return EXIT_REFUSED
 
 
 async def _verify(args: argparse.Namespace, token: str, verifier: TokenVerifier) -> int:
@@ -483,25 +582,7 @@ async def _verify(args: argparse.Namespace, token: str, verifier: TokenVerifier)
                 doctor.key_server_fix(exc, verifier.jwks.url),
             )
         except BetterAuthError as exc:
-            fix = doctor.explain(exc, _try_parse(token), verifier)
-            if args.json:
-                _print_json(
-                    {
-                        "ok": False,
-                        "valid": False,
-                        "fingerprint": fingerprint,
-                        "exit_code": EXIT_REFUSED,
-                        "error": _refusal_doc(exc, fix),
-                    }
-                )
-            else:
-                _out(
-                    f"refused: {doctor.clean(exc.message)} "
-                    f"({type(exc).__name__}, HTTP {exc.status_code})"
-                )
-                if fix:
-                    _out(f"fix: {fix}")
-            return EXIT_REFUSED
+            return _refused(args, exc, doctor.explain(exc, _try_parse(token), verifier), token)
     finally:
         await verifier.jwks.aclose()
     times = doctor.times(verified.claims, time.time())
@@ -630,23 +711,38 @@ def _fetch_summary(cache: JWKSCache) -> str:
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
     token = _read_token(args.token) if args.token is not None else None
-    settings = _settings(args)
-    verifier = TokenVerifier.from_settings(settings)
-    code: int = anyio.run(_doctor, args, settings, verifier, token)
+    kind = _access_kind(args) if args.resource is not None else None
+    if kind is not None and kind.verifier is not None:
+        verifier = kind.verifier
+        settings = replace(
+            _settings(args, identity=False), issuer=kind.issuer, audiences=kind.audiences
+        )
+    else:
+        settings = _settings(args)
+        verifier = TokenVerifier.from_settings(settings)
+    code: int = anyio.run(_doctor, args, settings, verifier, token, kind)
     return code
 
 
 async def _doctor(
-    args: argparse.Namespace, settings: ResolvedSettings, verifier: TokenVerifier, token: str | None
+    args: argparse.Namespace,
+    settings: ResolvedSettings,
+    verifier: TokenVerifier,
+    token: str | None,
+    kind: AccessTokenAuthenticator | None,
 ) -> int:
     cache = verifier.jwks
     checks: list[doctor.Check] = []
     try:
         server_ok = await doctor.check_server(cache, verifier, checks)
-        if token is not None:
+        if token is not None and kind is not None:
+            await doctor.check_access_token(token, kind, server_ok, checks)
+        elif token is not None:
             await doctor.check_token(token, verifier, server_ok, checks)
     finally:
         await cache.aclose()
+        if kind is not None:
+            await kind.aclose()
     if not server_ok:
         code = EXIT_KEY_SERVER
     elif any(c.status == "fail" for c in checks):

@@ -15,8 +15,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from ._access_tokens import (
+    ACCESS_TOKEN_TYP,
+    DEFAULT_BASE_PATH,
+    AccessTokenAuthenticator,
+    header_typ,
+    type_error,
+)
 from ._claims import MAX_NUMERIC_DATE, one_of, short_repr
 from ._compact import ParsedToken, parse_token
+from ._headers import Presented
 from ._jwks import JWKSCache
 from ._keys import SUPPORTED_ALGORITHMS
 from ._settings import DEFAULT_LEEWAY
@@ -25,6 +33,7 @@ from ._verifier import TokenVerifier, VerifiedToken
 from .errors import (
     BannedUserError,
     BetterAuthError,
+    DPoPBindingError,
     ExpiredTokenError,
     ImmatureTokenError,
     InvalidAudienceError,
@@ -35,6 +44,7 @@ from .errors import (
     KeySetFetchError,
     MalformedTokenError,
     OpaqueTokenError,
+    TokenTypeError,
     UnknownKeyError,
     UnsupportedAlgorithmError,
 )
@@ -42,15 +52,21 @@ from .errors import (
 __all__ = [
     "Check",
     "CheckStatus",
+    "access_token_issuer_fix",
+    "check_access_token",
     "check_server",
     "check_token",
     "clean",
     "clock_check",
+    "dpop_fix",
     "explain",
     "key_server_fix",
+    "oauth_token_fix",
     "quote",
+    "resource_fix",
     "span",
     "times",
+    "typ_fix",
     "utc",
 ]
 
@@ -154,8 +170,23 @@ def explain(
     claims: Mapping[str, Any] = parsed.claims if parsed is not None else {}
     header: Mapping[str, Any] = parsed.header if parsed is not None else {}
     rules = verifier.rules if verifier is not None else None
+    access = verifier is not None and verifier.typ == ACCESS_TOKEN_TYP
+    if isinstance(error, TokenTypeError):
+        return typ_fix(header.get("typ"), claims)
+    if isinstance(error, DPoPBindingError):
+        return dpop_fix()
     if isinstance(error, OpaqueTokenError):
         return None  # its message already says what to send instead
+    if access and isinstance(error, InvalidIssuerError) and rules and rules.issuer is not None:
+        return access_token_issuer_fix(claims.get("iss"), rules.issuer)
+    if access and isinstance(error, InvalidAudienceError) and rules is not None:
+        return resource_fix(claims.get("aud"), rules.audiences or frozenset())
+    if (
+        not access
+        and isinstance(error, InvalidIssuerError | InvalidAudienceError)
+        and _is_access_token_header(header)
+    ):
+        return oauth_token_fix(claims)
     if isinstance(error, MalformedTokenError):
         return (
             "copy the whole JWT: three base64url parts joined by dots, without quotes, "
@@ -268,6 +299,168 @@ def _audience_fix(aud: object, expected: frozenset[str]) -> str:
     )
 
 
+# -- OAuth access tokens -------------------------------------------------------------
+
+
+def _is_access_token_header(header: Mapping[str, Any]) -> bool:
+    typ = header.get("typ")
+    return isinstance(typ, str) and typ.lower() in ("at+jwt", "application/at+jwt")
+
+
+def oauth_token_fix(claims: Mapping[str, Any]) -> str:
+    """Where a session-JWT check meets a token of Better Auth's OAuth provider (typ at+jwt)."""
+    aud = claims.get("aud")
+    resource = (
+        aud
+        if isinstance(aud, str)
+        else next((a for a in aud if isinstance(a, str) and "/oauth2/userinfo" not in a), None)
+        if isinstance(aud, list)
+        else None
+    )
+    named = f" {clean(resource)}" if resource else " <the resource it names in aud>"
+    return (
+        "this is an OAuth access token of Better Auth's OAuth provider (typ at+jwt), not a "
+        f"session JWT: check it with --resource{named}; in the app, accept it with "
+        f"AccessToken(resource=...). Its issuer is baseURL + basePath ({DEFAULT_BASE_PATH}), "
+        "not baseURL"
+    )
+
+
+def access_token_issuer_fix(iss: object, expected: str) -> str:
+    """What to change when an access token's ``iss`` is not the expected OAuth issuer."""
+    if not isinstance(iss, str) or not iss:
+        return f"set jwt.issuer on the Better Auth server, or expect its issuer ({expected!r})"
+    if expected.startswith(iss.rstrip("/")) and expected.endswith(DEFAULT_BASE_PATH):
+        return (
+            f"the token names {clean(repr(iss))}: the server sets jwt.issuer, which replaces "
+            "the OAuth provider's issuer (baseURL + basePath) too: pass "
+            f"issuer={clean(repr(iss))} (--issuer) to AccessToken"
+        )
+    return (
+        "Better Auth's OAuth provider names baseURL + basePath as issuer (default basePath "
+        f"{DEFAULT_BASE_PATH}, so {expected!r} here); if the server's basePath is another, pass "
+        f"issuer={clean(repr(iss))} (--issuer) or discovery_url= (its "
+        "/.well-known/oauth-authorization-server) to AccessToken"
+    )
+
+
+def typ_fix(typ: object, claims: Mapping[str, Any]) -> str:
+    """What to do with a token that is not an access token (``typ`` is not ``at+jwt``)."""
+    if "nonce" in claims or "at_hash" in claims or "auth_time" in claims:
+        return (
+            "the client sent its ID token: send the access_token of the token response "
+            "instead (a JWT when the client asks for it with resource=<this API>)"
+        )
+    if typ in (None, "JWT", "jwt"):
+        return (
+            "session JWTs (GET /api/auth/token) are accepted with BearerJWT(); check this one "
+            "without --resource. An OAuth access token carries typ at+jwt"
+        )
+    return (
+        "Better Auth's OAuth provider marks access tokens with typ at+jwt; this one says "
+        f"{quote(typ)}"
+    )
+
+
+def resource_fix(aud: object, resources: frozenset[str]) -> str:
+    """What to change when an access token was issued for another resource."""
+    wanted = one_of(resources)
+    return (
+        f"the client must ask for the token with resource={wanted} (RFC 8707) in its authorize "
+        "and token requests, and the provider must list it (oauthProvider({ resources: [...] })); "
+        f"or, if this API is the resource the token names ({quote(aud)}), pass it as --resource "
+        "(AccessToken(resource=...))"
+    )
+
+
+def dpop_fix() -> str:
+    """What to do with a DPoP-bound token (``cnf.jkt``)."""
+    return (
+        "the token is bound to the client's DPoP key (cnf.jkt, RFC 9449): the client must send "
+        "it as 'Authorization: DPoP <token>' with a fresh DPoP proof header signed by that key "
+        "on every request (a Bearer header is refused); the app accepts that with "
+        "AccessToken(dpop=True), the default"
+    )
+
+
+async def check_access_token(
+    token: str, kind: AccessTokenAuthenticator, server_ok: bool, checks: list[Check]
+) -> None:
+    """The checks of an OAuth access token against ``kind`` (AccessToken's rules)."""
+    verifier = kind.verifier
+    assert verifier is not None  # no discovery from the command line
+    try:
+        parsed = parse_token(token)
+    except MalformedTokenError as exc:
+        opaque_advice = (
+            "an opaque access token (Better Auth issues one when the client asks for no "
+            "resource) is checked only by introspection: ask for the token with "
+            "resource=<this API> to get a JWT"
+        )
+        checks.append(Check("token", "fail", exc.message, opaque_advice))
+        return
+    before = len(checks)
+    header, claims, rules = parsed.header, parsed.claims, verifier.rules
+    typ = header_typ(token)
+    if typ in ("at+jwt", "application/at+jwt"):
+        checks.append(Check("token typ", "ok", "at+jwt: an OAuth access token (RFC 9068)"))
+    else:
+        error = type_error(typ, claims, kind.base_url)
+        typ_advice = typ_fix(header.get("typ"), claims)
+        checks.append(Check("token typ", "fail", error.message, typ_advice))
+    checks.append(_alg_kid_check(header, verifier, server_ok))
+    iss, iss_error = claims.get("iss"), rules.issuer_error(claims)
+    if typ not in ("at+jwt", "application/at+jwt"):
+        checks.append(Check("token iss/aud", "skip", "not an access token: not compared"))
+    elif iss_error is None:
+        checks.append(Check("token iss", "ok", f"{quote(iss)} is the OAuth issuer"))
+    else:
+        issuer_advice = access_token_issuer_fix(iss, kind.issuer)
+        checks.append(Check("token iss", "fail", iss_error.message, issuer_advice))
+    aud, aud_error = claims.get("aud"), rules.audience_error(claims)
+    if typ not in ("at+jwt", "application/at+jwt"):
+        pass
+    elif aud_error is None:
+        checks.append(Check("token aud", "ok", f"{quote(aud)} names {one_of(kind.audiences)}"))
+    else:
+        resource_advice = resource_fix(aud, kind.audiences)
+        checks.append(Check("token aud", "fail", aud_error.message, resource_advice))
+    checks.append(_times_check(claims, verifier))
+    if "cnf" in claims:
+        confirmation = claims["cnf"]
+        jkt = confirmation.get("jkt") if isinstance(confirmation, dict) else confirmation
+        checks.append(
+            Check(
+                "token binding",
+                "warn",
+                f"DPoP-bound to the key {quote(jkt)}: refused as a Bearer token",
+                dpop_fix(),
+            )
+        )
+    if not server_ok:
+        checks.append(Check("verdict", "skip", "not verified: no usable key set"))
+        return
+    try:
+        user, _ = await kind.authenticate(token, Presented(token, None, None, None))
+    except BetterAuthError as exc:
+        explained = any(c.status == "fail" for c in checks[before:])
+        fix = None if explained else explain(exc, parsed, verifier)
+        checks.append(
+            Check(
+                "verdict",
+                "fail",
+                f"refused with HTTP {exc.status_code}: {exc.message} ({type(exc).__name__})",
+                fix,
+            )
+        )
+        return
+    who = f"client {user.id!r} (client_credentials)" if user.is_machine else f"user {user.id!r}"
+    scopes = ", ".join(sorted(user.scopes)) or "none"
+    checks.append(
+        Check("verdict", "ok", f"accepted: {who}, client {user.client_id!r}, scopes {scopes}")
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Check:
     """One line of the doctor's report: what was checked, how it went, and the fix."""
@@ -357,24 +550,27 @@ async def check_token(
         return
     before = len(checks)
     header, claims, rules = parsed.header, parsed.claims, verifier.rules
+    oauth = _is_access_token_header(header)
+    if oauth:
+        checks.append(
+            Check("token typ", "warn", "typ at+jwt: an OAuth access token", oauth_token_fix(claims))
+        )
     checks.append(_alg_kid_check(header, verifier, server_ok))
     if rules.issuer is not None:
         iss, iss_error = claims.get("iss"), rules.issuer_error(claims)
         if iss_error is None:
             checks.append(Check("token iss", "ok", f"{quote(iss)} is the expected issuer"))
         else:
-            checks.append(
-                Check("token iss", "fail", iss_error.message, _issuer_fix(iss, rules.issuer))
-            )
+            iss_fix = oauth_token_fix(claims) if oauth else _issuer_fix(iss, rules.issuer)
+            checks.append(Check("token iss", "fail", iss_error.message, iss_fix))
     if rules.audiences is not None:
         aud, aud_error = claims.get("aud"), rules.audience_error(claims)
         if aud_error is None:
             names = f"{quote(aud)} names {one_of(rules.audiences)}"
             checks.append(Check("token aud", "ok", names))
         else:
-            checks.append(
-                Check("token aud", "fail", aud_error.message, _audience_fix(aud, rules.audiences))
-            )
+            aud_fix = oauth_token_fix(claims) if oauth else _audience_fix(aud, rules.audiences)
+            checks.append(Check("token aud", "fail", aud_error.message, aud_fix))
     checks.append(_times_check(claims, verifier))
     if not server_ok:
         checks.append(Check("verdict", "skip", "not verified: no usable key set"))

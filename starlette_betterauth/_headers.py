@@ -1,4 +1,4 @@
-"""Reading the headers that carry credentials (Authorization, Cookie) and their origin."""
+"""Reading the headers that carry credentials (Authorization, DPoP, Cookie) and their origin."""
 
 from __future__ import annotations
 
@@ -9,20 +9,27 @@ from .errors import InvalidRequestError
 
 __all__ = [
     "MAX_AUTHORIZATION_LENGTH",
+    "MAX_DPOP_PROOF_LENGTH",
     "Presented",
     "bearer_token",
     "parse_authorization",
     "read_headers",
+    "split_authorization",
 ]
 
 #: Longest Authorization header read; longer ones are refused unread.
 MAX_AUTHORIZATION_LENGTH = 16 * 1024 + 64
+#: Longest DPoP header read (one proof JWT, its public key in the header).
+MAX_DPOP_PROOF_LENGTH = 8 * 1024
 
 
 class Presented(NamedTuple):
-    """What a request presents: its bearer token, Cookie header and origin headers.
+    """What a request presents: its access token, Cookie header and origin headers.
 
-    ``cookie`` joins several Cookie headers with ``"; "`` (HTTP/2 may split them).
+    ``bearer`` is the token of ``Authorization: Bearer``; ``dpop`` the token of
+    ``Authorization: DPoP`` (RFC 9449), with ``dpop_proof`` the request's
+    ``DPoP`` header; at most one of ``bearer`` and ``dpop`` is set. ``cookie``
+    joins several Cookie headers with ``"; "`` (HTTP/2 may split them).
     ``origin`` and ``referer`` are the raw values, for cross-site checks.
     """
 
@@ -30,10 +37,22 @@ class Presented(NamedTuple):
     cookie: str | None
     origin: str | None
     referer: str | None
+    dpop: str | None = None
+    dpop_proof: str | None = None
+
+    @property
+    def scheme(self) -> str | None:
+        """The Authorization scheme: ``"Bearer"``, ``"DPoP"``, or None without one."""
+        if self.bearer is not None:
+            return "Bearer"
+        return "DPoP" if self.dpop is not None else None
 
 
-def parse_authorization(value: bytes) -> str:
-    """Return the token of a ``Bearer`` Authorization value (scheme case-insensitive).
+def split_authorization(value: bytes) -> tuple[str, str]:
+    """``(scheme, token)`` of a ``Bearer`` or ``DPoP`` Authorization value.
+
+    The scheme is matched case-insensitively and returned as ``"Bearer"`` or
+    ``"DPoP"``.
 
     Raises:
         InvalidRequestError: another scheme, no token, or an oversized value.
@@ -41,21 +60,43 @@ def parse_authorization(value: bytes) -> str:
     if len(value) > MAX_AUTHORIZATION_LENGTH:
         raise InvalidRequestError("the Authorization header is too long")
     scheme, _, token = value.partition(b" ")
-    if scheme.lower() != b"bearer":
+    scheme = scheme.lower()
+    if scheme == b"bearer":
+        name = "Bearer"
+    elif scheme == b"dpop":
+        name = "DPoP"
+    else:
         raise InvalidRequestError("the Authorization scheme is not Bearer")
     token = token.lstrip(b" ")
     if not token:
-        raise InvalidRequestError("the Bearer token is empty")
-    return token.decode("latin-1")
+        raise InvalidRequestError(f"the {name} token is empty")
+    return name, token.decode("latin-1")
+
+
+def parse_authorization(value: bytes) -> str:
+    """Return the token of a ``Bearer`` Authorization value (scheme case-insensitive).
+
+    Raises:
+        InvalidRequestError: another scheme (DPoP included), no token, or an
+            oversized value.
+    """
+    scheme, token = split_authorization(value)
+    if scheme != "Bearer":
+        raise InvalidRequestError("the Authorization scheme is not Bearer")
+    return token
 
 
 def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     """Return the bearer token of raw ASGI headers, or None when there is no Authorization.
 
     Raises:
-        InvalidRequestError: more than one Authorization header, or a malformed one.
+        InvalidRequestError: more than one Authorization header, a malformed one, or
+            another scheme than Bearer (DPoP included).
     """
-    return read_headers(headers).bearer
+    presented = read_headers(headers)
+    if presented.dpop is not None:
+        raise InvalidRequestError("the Authorization scheme is not Bearer")
+    return presented.bearer
 
 
 def read_headers(headers: Iterable[tuple[bytes, bytes]]) -> Presented:
@@ -69,6 +110,7 @@ def read_headers(headers: Iterable[tuple[bytes, bytes]]) -> Presented:
     authorization: bytes | None = None
     cookies: list[bytes] = []
     origin = referer = None
+    proof: bytes | None = None
     for name, value in headers:
         if len(name) not in _LENGTHS:
             continue
@@ -83,12 +125,27 @@ def read_headers(headers: Iterable[tuple[bytes, bytes]]) -> Presented:
             origin = value.decode("latin-1")
         elif name == b"referer":
             referer = value.decode("latin-1")
+        elif name == b"dpop":
+            if proof is not None:
+                raise InvalidRequestError("more than one DPoP header")
+            proof = value
+    cookie = b"; ".join(cookies).decode("latin-1") if cookies else None
+    if authorization is None:
+        return Presented(None, cookie, origin, referer)
+    if authorization[:7].lower() == b"bearer ":  # the common case, without a tuple
+        raw = authorization[7:].lstrip(b" ")
+        if raw and len(authorization) <= MAX_AUTHORIZATION_LENGTH:
+            return Presented(raw.decode("latin-1"), cookie, origin, referer)
+    scheme, token = split_authorization(authorization)
+    if scheme == "Bearer":
+        return Presented(token, cookie, origin, referer)
+    if proof is not None and len(proof) > MAX_DPOP_PROOF_LENGTH:
+        raise InvalidRequestError("the DPoP header is too long")
     return Presented(
-        None if authorization is None else parse_authorization(authorization),
-        b"; ".join(cookies).decode("latin-1") if cookies else None,
-        origin,
-        referer,
+        None, cookie, origin, referer, token, None if proof is None else proof.decode("latin-1")
     )
 
 
-_LENGTHS = frozenset({len(b"authorization"), len(b"cookie"), len(b"origin"), len(b"referer")})
+_LENGTHS = frozenset(
+    {len(b"authorization"), len(b"cookie"), len(b"origin"), len(b"referer"), len(b"dpop")}
+)

@@ -31,6 +31,10 @@ lookup        (get-session, or its cache)             ``cached``; ``shared`` (wa
                                                       another request's call); ``outcome``
                                                       (``accepted``, ``refused``,
                                                       ``unavailable``); ``reason``; ``duration``
+introspec-    an opaque access token was looked up    as ``session_lookup``
+tion          (RFC 7662, or its cache)
+discovery     the OAuth provider's metadata was       as ``session_lookup``
+              fetched (RFC 8414)
 ============  ======================================  ========================================
 
 ``path`` is unbounded: do not use it as a metric label. ``reason`` is bounded by
@@ -65,6 +69,8 @@ EventName: TypeAlias = Literal[
     "jwks_refresh",
     "jwks_failure",
     "session_lookup",
+    "introspection",
+    "discovery",
 ]
 #: Every event name a hook can receive.
 EVENT_NAMES: Final[frozenset[str]] = frozenset(get_args(EventName))

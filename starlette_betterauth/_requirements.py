@@ -13,7 +13,12 @@ from starlette.responses import Response
 
 from ._responses import ErrorResponse, error_response, missing_token
 from ._user import BetterAuthUser
-from .errors import BetterAuthError, ConfigurationError, InsufficientRoleError
+from .errors import (
+    BetterAuthError,
+    ConfigurationError,
+    InsufficientRoleError,
+    InsufficientScopeError,
+)
 
 __all__ = ["MISSING", "Refusal", "Requirement", "describe", "http_response", "user_in"]
 
@@ -65,7 +70,13 @@ class Requirement:
             description = f"{'all' if self._all else 'one'} of the {kind}s {', '.join(names)}"
         self._names = frozenset(names)
         self._scopes = kind == "scope"
-        self._denied = Refusal(InsufficientRoleError(f"this endpoint needs {description}"))
+        message = f"this endpoint needs {description}"
+        # RFC 6750 section 3.1: a 403 insufficient_scope names the scopes to ask for.
+        self._denied = Refusal(
+            InsufficientScopeError(message, scope=" ".join(names))
+            if self._scopes
+            else InsufficientRoleError(message)
+        )
 
     @staticmethod
     def _names_of(kind: str, where: str, keyword: str, value: object) -> tuple[str, ...]:

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 
 from starlette.types import Message, Receive, Send
 
-from .errors import BetterAuthError, MissingTokenError, ServiceUnavailableError
+from .errors import (
+    BetterAuthError,
+    InsufficientScopeError,
+    InvalidDPoPProofError,
+    MissingTokenError,
+    ServiceUnavailableError,
+)
 
 __all__ = [
+    "BEARER_ONLY",
     "BODY_HEADERS",
+    "Challenges",
     "ErrorResponse",
     "error_response",
     "header_dict",
@@ -37,23 +46,78 @@ def missing_token() -> MissingTokenError:
 _SAFE = set(range(0x20, 0x7F)) - {0x22, 0x5C}  # RFC 6750 error_description chars
 
 
-def _quoted(text: str) -> str:
-    return "".join(c if ord(c) in _SAFE else "'" if c in '"\\' else "?" for c in text)[:200]
+def _quoted(text: str, limit: int = 200) -> str:
+    return "".join(c if ord(c) in _SAFE else "'" if c in '"\\' else "?" for c in text)[:limit]
 
 
-def error_response(error: BetterAuthError, *, retry_after: int = 5) -> ErrorResponse:
+@dataclass(frozen=True, slots=True)
+class Challenges:
+    """What the ``WWW-Authenticate`` challenges of a refusal offer, from the configuration.
+
+    Attributes:
+        dpop_algs: the proof algorithms when DPoP is accepted (RFC 9449 §7.1):
+            a ``DPoP algs="..."`` challenge follows the Bearer one.
+        resource_metadata: the URL of the protected resource metadata (RFC 9728
+            §5.1), added to every challenge so a client (an MCP client) finds
+            the authorization server.
+    """
+
+    dpop_algs: tuple[str, ...] | None = None
+    resource_metadata: str | None = None
+
+
+#: A Bearer challenge only: no DPoP, no resource metadata.
+BEARER_ONLY = Challenges()
+
+
+def _challenge_headers(
+    error: BetterAuthError, challenges: Challenges, scheme: str | None
+) -> list[tuple[bytes, bytes]]:
+    """One ``WWW-Authenticate`` header per scheme; the error's parameters go on the scheme
+    the request used (DPoP for a proof error)."""
+    params = ""
+    if error.error_code is not None:
+        params = f' error="{error.error_code}", error_description="{_quoted(error.message)}"'
+        if isinstance(error, InsufficientScopeError):
+            params += f', scope="{_quoted(error.scope, limit=1000)}"'
+    extra = ""
+    if challenges.resource_metadata is not None:
+        extra = f'resource_metadata="{_quoted(challenges.resource_metadata, limit=1000)}"'
+    dpop_error = challenges.dpop_algs is not None and (
+        scheme == "DPoP" or isinstance(error, InvalidDPoPProofError)
+    )
+    bearer = "Bearer" + ("" if dpop_error else params)
+    if extra:
+        bearer += ("," if bearer != "Bearer" else "") + " " + extra
+    headers = [(b"www-authenticate", bearer.encode("ascii"))]
+    if challenges.dpop_algs is not None:
+        dpop = f'DPoP algs="{" ".join(challenges.dpop_algs)}"'
+        if dpop_error:
+            dpop += "," + params
+        if extra:
+            dpop += ", " + extra
+        headers.append((b"www-authenticate", dpop.encode("ascii")))
+    return headers
+
+
+def error_response(
+    error: BetterAuthError,
+    *,
+    retry_after: int = 5,
+    challenges: Challenges = BEARER_ONLY,
+    scheme: str | None = None,
+) -> ErrorResponse:
     """Status, headers and body for ``error``; never includes the token.
 
-    A :class:`ServiceUnavailableError` (503) is answered with a generic message:
+    ``scheme`` is the Authorization scheme the request used (``"Bearer"``,
+    ``"DPoP"`` or None): the error's parameters go on its challenge. A
+    :class:`ServiceUnavailableError` (503) is answered with a generic message:
     its own message describes the Better Auth server and its keys, which is for
     the operator's log.
     """
-    challenge = "Bearer"
-    if error.error_code is not None:
-        challenge += f' error="{error.error_code}", error_description="{_quoted(error.message)}"'
     headers = [
         (b"content-type", b"application/json"),
-        (b"www-authenticate", challenge.encode("ascii")),
+        *_challenge_headers(error, challenges, scheme),
         (b"cache-control", b"no-store"),
     ]
     if isinstance(error, ServiceUnavailableError):

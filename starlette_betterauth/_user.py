@@ -9,7 +9,7 @@ from typing import Any, TypeAlias
 from starlette.authentication import BaseUser
 
 from ._frozen import freeze_claims
-from .errors import BannedUserError, ConfigurationError
+from .errors import BannedUserError, ConfigurationError, DPoPBindingError
 
 __all__ = ["BetterAuthUser", "RoleSource", "UserBuilder"]
 
@@ -36,13 +36,20 @@ class BetterAuthUser(BaseUser):
             session: the session's user object, with ``sub`` its id); nested
             objects are read-only dicts and arrays tuples.
         kind: which credential authenticated the user: ``"jwt"``,
-            ``"session_cookie"`` or ``"session_token"``.
+            ``"session_cookie"``, ``"session_token"`` or ``"access_token"``.
         session_id: the Better Auth session's id, where known.
         expires_at: when the credential stops being valid (Unix seconds), where known.
+        client_id: for an OAuth access token, the client it was issued to
+            (``client_id``, else ``azp``); None for session credentials.
+        dpop_jkt: for a DPoP-bound token, the thumbprint of its key (``cnf.jkt``,
+            RFC 9449): it is accepted only with ``Authorization: DPoP`` and a
+            proof signed by that key.
     """
 
     __slots__ = (
         "claims",
+        "client_id",
+        "dpop_jkt",
         "email",
         "expires_at",
         "id",
@@ -62,6 +69,8 @@ class BetterAuthUser(BaseUser):
     kind: str
     session_id: str | None
     expires_at: float | None
+    client_id: str | None
+    dpop_jkt: str | None
 
     def __init__(
         self,
@@ -75,6 +84,8 @@ class BetterAuthUser(BaseUser):
         kind: str = "jwt",
         session_id: str | None = None,
         expires_at: float | None = None,
+        client_id: str | None = None,
+        dpop_jkt: str | None = None,
     ) -> None:
         # One user object is shared by every request carrying the same token
         # (the verified-token cache), so it is immutable, its claims included.
@@ -88,6 +99,8 @@ class BetterAuthUser(BaseUser):
         setter(self, "kind", kind)
         setter(self, "session_id", session_id)
         setter(self, "expires_at", expires_at)
+        setter(self, "client_id", client_id)
+        setter(self, "dpop_jkt", dpop_jkt)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"BetterAuthUser is immutable; cannot set {name!r}")
@@ -110,14 +123,25 @@ class BetterAuthUser(BaseUser):
         """The user id."""
         return self.id
 
+    @property
+    def is_machine(self) -> bool:
+        """True for a token a client got for itself (OAuth ``client_credentials``).
+
+        Such a token acts for no user: its subject is the client (``sub`` equals
+        ``client_id``, or is absent) and it belongs to no session. Its ``id``
+        is the client id.
+        """
+        return self.client_id is not None and self.id == self.client_id and self.session_id is None
+
     def has_role(self, role: str) -> bool:
         """Whether the user has ``role``."""
         return role in self.roles
 
     def __repr__(self) -> str:
+        client = f", client_id={self.client_id!r}" if self.client_id is not None else ""
         return (
             f"BetterAuthUser(id={self.id!r}, email={self.email!r}, roles={sorted(self.roles)}, "
-            f"kind={self.kind!r})"
+            f"kind={self.kind!r}{client})"
         )
 
 
@@ -132,6 +156,28 @@ def _sid(claims: Mapping[str, Any]) -> str | None:
 _PADDING = " \t"
 # What a roles callable may return: a string, or a list or set of strings.
 _ROLE_COLLECTIONS = (list, tuple, set, frozenset)
+
+
+def _client_id(claims: Mapping[str, Any]) -> str | None:
+    client_id = claims.get("client_id")
+    if type(client_id) is str and client_id:
+        return client_id
+    azp = claims.get("azp")
+    return azp if type(azp) is str and azp else None
+
+
+def _dpop_jkt(claims: Mapping[str, Any]) -> str | None:
+    """``cnf.jkt``; a ``cnf`` binding the token to anything else cannot be honoured here."""
+    confirmation = claims.get("cnf")
+    if confirmation is None:
+        return None
+    jkt = confirmation.get("jkt") if isinstance(confirmation, Mapping) else None
+    if type(jkt) is not str or not jkt:
+        raise DPoPBindingError(
+            "the token is bound to a key (cnf) by a method this API cannot check; only "
+            "DPoP bindings (cnf.jkt) are supported"
+        )
+    return jkt
 
 
 def _split(value: object, separator: str) -> frozenset[str]:
@@ -226,7 +272,9 @@ class UserBuilder:
         """Return the user and its credential scopes; raise BannedUserError for a banned user.
 
         The scopes are a tuple so a cached result can be shared: build a fresh
-        ``AuthCredentials(scopes)`` for each request.
+        ``AuthCredentials(scopes)`` for each request. ``client_id`` (else
+        ``azp``) and ``cnf.jkt`` are read from the claims; a ``cnf`` of another
+        kind raises :class:`DPoPBindingError`.
         """
         banned = claims.get("banned")
         # Better Auth types banned as boolean | null: anything but false or null
@@ -251,6 +299,8 @@ class UserBuilder:
             kind=kind,
             session_id=session_id if session_id is not None else _sid(claims),
             expires_at=expires_at,
+            client_id=_client_id(claims),
+            dpop_jkt=_dpop_jkt(claims) if "cnf" in claims else None,
         )
         granted = ("authenticated", *sorted(f"role:{r}" for r in roles))
         return user, (*granted, *sorted(f"scope:{s}" for s in scopes))

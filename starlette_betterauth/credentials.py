@@ -18,7 +18,13 @@ that fails is refused, never skipped to anonymous. A bearer value belongs to the
 kind its shape names: three dot-separated segments are a JWT, one or two a
 session token; when only one bearer kind is accepted it answers for every
 bearer value (so a session token sent where only JWTs are accepted is refused
-with a reason that says so).
+with a reason that says so). With both :class:`BearerJWT` and
+:class:`AccessToken`, a JWT whose header says ``typ: at+jwt`` is an access
+token and any other a session JWT; a one-segment value goes to
+:class:`AccessToken` only when it checks opaque tokens by introspection.
+
+A token bound to a DPoP key (``cnf``) is never accepted as a Bearer token, by
+any kind; ``Authorization: DPoP`` is read by :class:`AccessToken` only.
 
 The middleware owns *where* this runs (the request, the refusals, the scope);
 the kinds share its key-set cache, settings and HTTP client.
@@ -33,13 +39,16 @@ from typing import ClassVar, Protocol
 
 import httpx
 
+from ._access_tokens import AccessTokenAuthenticator, id_token_error, is_access_token
 from ._cookies import (
     DEFAULT_COOKIE_PREFIX,
     CookieNames,
     find_session_cookies,
     parse_cookies,
 )
+from ._dpop import DEFAULT_DPOP_MAX_AGE, DPoPVerifier
 from ._headers import Presented
+from ._metadata import ResourceMetadata
 from ._observability import EventHook
 from ._origins import TrustedOrigins
 from ._sessions import SessionClient, SessionCredential, SessionRecord, session_expiry
@@ -47,13 +56,20 @@ from ._settings import ResolvedSettings
 from ._token_cache import TokenCache
 from ._user import BetterAuthUser, UserBuilder
 from ._verifier import TokenVerifier
-from .errors import ConfigurationError, ExpiredTokenError, InvalidSessionError
+from .errors import (
+    ConfigurationError,
+    ExpiredTokenError,
+    InvalidClaimError,
+    InvalidSessionError,
+)
 
 __all__ = [
+    "AccessToken",
     "Authenticator",
     "BearerJWT",
     "Context",
     "Credential",
+    "Introspection",
     "Principal",
     "SessionCookie",
     "SessionToken",
@@ -79,6 +95,8 @@ class Context:
     sole_bearer: bool = True
     #: get-session clients by their settings, shared by the session kinds of one middleware.
     session_clients: dict[tuple[object, ...], SessionClient] = field(default_factory=dict)
+    #: Every kind accepted, in order: a kind reads only the bearer values the others leave.
+    kinds: tuple[Credential, ...] = ()
 
 
 class Authenticator(Protocol):
@@ -89,6 +107,10 @@ class Authenticator(Protocol):
     #: For a credential the browser sends on its own (a cookie): the origins whose
     #: pages may use it for unsafe requests. None for credentials a page must attach.
     origins: TrustedOrigins | None
+    #: The proof checker when the kind takes ``Authorization: DPoP``, else None.
+    dpop: DPoPVerifier | None
+    #: Protected resource metadata documents (RFC 9728) the middleware serves.
+    metadata: tuple[ResourceMetadata, ...]
 
     def find(self, presented: Presented) -> str | None:
         """The credential this kind reads from the request, or None when it is absent."""
@@ -136,16 +158,22 @@ class BearerJWT(Credential):
 class _BearerJWTAuthenticator:
     kind = "jwt"
     origins: TrustedOrigins | None = None
+    dpop: DPoPVerifier | None = None
+    metadata: tuple[ResourceMetadata, ...] = ()
 
     def __init__(self, context: Context) -> None:
         self._verifier = context.verifier
         self._users = context.users
         self._sole = context.sole_bearer
         self._cache = context.cache
+        # With AccessToken accepted too, access tokens (typ at+jwt) are its own.
+        self._leave_access_tokens = any(isinstance(k, AccessToken) for k in context.kinds)
 
     def find(self, presented: Presented) -> str | None:
         token = presented.bearer
         if token is None or (not self._sole and token.count(".") != 2):
+            return None
+        if self._leave_access_tokens and is_access_token(token):
             return None
         return token
 
@@ -153,7 +181,14 @@ class _BearerJWTAuthenticator:
         return self._cache.get(credential)
 
     async def authenticate(self, credential: str, presented: Presented) -> Principal:
-        verified = await self._verifier.verify_token(credential)
+        try:
+            verified = await self._verifier.verify_token(credential)
+        except InvalidClaimError as exc:
+            # Next to AccessToken, the provider's ID tokens come this way (no typ): say so.
+            explained = id_token_error(credential) if self._leave_access_tokens else None
+            if explained is not None:
+                raise explained from exc
+            raise
         principal = self._users.build(verified.claims, kind="jwt", expires_at=verified.exp)
         self._cache.put(credential, principal, verified.key, verified.exp)
         return principal
@@ -246,15 +281,25 @@ class SessionToken(_SessionLookup):
 class _SessionTokenAuthenticator:
     kind = "session_token"
     origins: TrustedOrigins | None = None
+    dpop: DPoPVerifier | None = None
+    metadata: tuple[ResourceMetadata, ...] = ()
 
     def __init__(self, sessions: SessionClient, context: Context) -> None:
         self.sessions = sessions
         self._users = context.users
         self._sole = context.sole_bearer
+        # Opaque access tokens with their prefix belong to AccessToken.
+        self._leave = tuple(
+            k.opaque_prefix
+            for k in context.kinds
+            if isinstance(k, AccessToken) and k.introspection is not None and k.opaque_prefix
+        )
 
     def find(self, presented: Presented) -> str | None:
         token = presented.bearer
         if token is None or (not self._sole and token.count(".") > 1):
+            return None
+        if self._leave and token.startswith(self._leave):
             return None
         return token
 
@@ -333,6 +378,8 @@ class SessionCookie(_SessionLookup):
 
 class _SessionCookieAuthenticator:
     kind = "session_cookie"
+    dpop: DPoPVerifier | None = None
+    metadata: tuple[ResourceMetadata, ...] = ()
 
     def __init__(
         self,
@@ -420,6 +467,119 @@ class _SessionCookieAuthenticator:
         await self.sessions.aclose()
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Introspection:
+    """Client credentials to check opaque access tokens with introspection (RFC 7662).
+
+    Better Auth's OAuth provider answers introspection at
+    ``{issuer}/oauth2/introspect`` for a registered client (``client_secret_basic``).
+    It says ``active: true`` only to the client the token was issued to, or to
+    a client linked to the token's resources: opaque tokens name no resource, so
+    use the credentials of the client that gets them.
+
+    Args:
+        client_id, client_secret: the client's credentials.
+        url: the endpoint (default: the discovered ``introspection_endpoint``,
+            else ``{issuer}/oauth2/introspect``).
+        cache_ttl: seconds an answer is remembered at most (never past the
+            token's ``exp``): this bounds how long a revoked token still passes.
+        cache_size: answers (and refusals) remembered at most.
+        refusal_ttl: seconds an inactive token's refusal is remembered.
+        timeout: seconds an introspection call may take.
+
+    Example::
+
+        AccessToken(
+            resource="https://api.example.com",
+            introspection=Introspection(client_id="...", client_secret="..."),
+        )
+    """
+
+    client_id: str
+    client_secret: str = field(repr=False)
+    url: str | None = None
+    cache_ttl: float = 60.0
+    cache_size: int = 10_000
+    refusal_ttl: float = 5.0
+    timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        for name in ("client_id", "client_secret"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise ConfigurationError(f"Introspection needs a non-empty {name}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccessToken(Credential):
+    """OAuth 2.1 access tokens of Better Auth's OAuth provider, for a resource server.
+
+    JWT access tokens (RFC 9068; Better Auth issues them when the client asks
+    for a ``resource``) are verified locally against the server's key set:
+    header ``typ`` ``at+jwt`` (an ID token or a session JWT is refused, saying
+    which it is), ``iss`` the provider's issuer, ``aud`` naming ``resource``,
+    ``exp``, and a ``client_id``. ``scope`` fills ``user.scopes`` and
+    ``request.auth.scopes`` (``scope:<name>``), ``user.client_id`` names the
+    client and ``user.is_machine`` tells a ``client_credentials`` token from a
+    user's. Opaque access tokens are checked by introspection when
+    ``introspection`` is given. A DPoP-bound token (``cnf.jkt``) must come as
+    ``Authorization: DPoP`` with a valid proof (RFC 9449).
+
+    The API describes itself at ``/.well-known/oauth-protected-resource`` plus
+    the resource's path (RFC 9728), and its 401 challenges name that URL
+    (``resource_metadata``), as MCP clients expect.
+
+    Args:
+        resource: this API's resource identifier(s) (RFC 8707): what clients
+            pass as ``resource`` and tokens carry in ``aud``.
+        issuer: the provider's issuer (default: the middleware's ``base_url``
+            plus Better Auth's basePath ``/api/auth``, or the issuer of
+            ``discovery_url``).
+        discovery_url: the provider's metadata (RFC 8414), e.g.
+            ``{base_url}/api/auth/.well-known/oauth-authorization-server``:
+            its ``jwks_uri`` and ``introspection_endpoint`` are used, read once
+            on first need. Without it the middleware's key set is used.
+        introspection: client credentials to check opaque access tokens.
+        opaque_prefix: Better Auth's ``prefix.opaqueAccessToken``; needed when
+            :class:`SessionToken` is accepted too (opaque tokens look alike).
+        dpop: accept ``Authorization: DPoP`` with proofs (DPoP-bound tokens).
+        dpop_max_age: seconds a proof is accepted after its ``iat``.
+        dpop_algorithms: proof algorithms accepted (default all asymmetric ones).
+        dpop_replay_cache_size: proof ids remembered against replays.
+        public_origin: ``scheme://host[:port]`` clients reach this API at, when
+            a proxy changes the scheme or host the app sees (DPoP's ``htu``).
+        resource_metadata: serve the RFC 9728 document and name it in challenges.
+        scopes_supported: scopes the metadata document lists.
+        resource_name: a human-readable name the metadata document gives.
+
+    Example::
+
+        app.add_middleware(
+            BetterAuthMiddleware,
+            base_url="https://auth.example.com",
+            accept=[BearerJWT(), AccessToken(resource="https://api.example.com")],
+        )
+    """
+
+    resource: str | Sequence[str]
+    issuer: str | None = None
+    discovery_url: str | None = None
+    introspection: Introspection | None = None
+    opaque_prefix: str | None = None
+    dpop: bool = True
+    dpop_max_age: float = DEFAULT_DPOP_MAX_AGE
+    dpop_algorithms: Sequence[str] | None = None
+    dpop_replay_cache_size: int = 100_000
+    public_origin: str | None = None
+    resource_metadata: bool = True
+    scopes_supported: Sequence[str] | None = None
+    resource_name: str | None = None
+
+    def bind(self, context: Context) -> Authenticator:
+        """Bind to the middleware's key set, token cache and HTTP client."""
+        return AccessTokenAuthenticator(self, context)
+
+
 def bind_kinds(accept: Sequence[Credential] | None, context: Context) -> tuple[Authenticator, ...]:
     """Bind the accepted kinds in order (``[BearerJWT()]`` when None).
 
@@ -440,4 +600,5 @@ def bind_kinds(accept: Sequence[Credential] | None, context: Context) -> tuple[A
             raise ConfigurationError(f"accept lists {type(kind).__name__} twice")
         seen.add(type(kind))
     sole_bearer = sum(kind.source == "bearer" for kind in kinds) == 1
-    return tuple(kind.bind(replace(context, sole_bearer=sole_bearer)) for kind in kinds)
+    shared = replace(context, sole_bearer=sole_bearer, kinds=tuple(kinds))
+    return tuple(kind.bind(shared) for kind in kinds)

@@ -20,16 +20,22 @@ Every error the package raises derives from :class:`BetterAuthError`; no raw
     │       │   ├── InvalidIssuerError            iss is not the expected issuer
     │       │   └── InvalidAudienceError          aud names no accepted audience
     │       ├── InvalidSessionError           the session is unknown, expired or signed out
+    │       ├── TokenTypeError                another kind of token (an ID token, a session JWT)
+    │       ├── InactiveTokenError            introspection says the token is not active
+    │       ├── DPoPBindingError              a DPoP-bound token sent as Bearer, or the reverse
+    │       ├── InvalidDPoPProofError         the DPoP proof is missing, malformed or does not fit
     │       └── (subclass it for your own rules)
     ├── AuthorizationError            403: authenticated, but not allowed
     │   ├── InsufficientRoleError         the user lacks a required role or scope
+    │   │   └── InsufficientScopeError        the token lacks a required OAuth scope
     │   ├── BannedUserError               the token says the user is banned
     │   └── CrossSiteRequestError         a cookie-authenticated request from an untrusted origin
     └── ServiceUnavailableError       503: no answer can be had now; retry later
         ├── KeySetError                   no usable key set can be had
         │   ├── KeySetFetchError              the key server was unreachable, slow, or failed
         │   └── KeySetInvalidError            the key server answered no usable key set
-        └── SessionServiceError           get-session was unreachable, slow, or answered badly
+        ├── SessionServiceError           get-session was unreachable, slow, or answered badly
+        └── IntrospectionError            token introspection was unreachable, slow, or failed
 
 Each authentication and authorization error carries the HTTP ``status_code`` and
 the RFC 6750 ``error`` code (``None`` when no token was presented) that a
@@ -47,11 +53,16 @@ __all__ = [
     "BetterAuthError",
     "ConfigurationError",
     "CrossSiteRequestError",
+    "DPoPBindingError",
     "ExpiredTokenError",
     "ImmatureTokenError",
+    "InactiveTokenError",
     "InsufficientRoleError",
+    "InsufficientScopeError",
+    "IntrospectionError",
     "InvalidAudienceError",
     "InvalidClaimError",
+    "InvalidDPoPProofError",
     "InvalidIssuerError",
     "InvalidRequestError",
     "InvalidSessionError",
@@ -65,6 +76,7 @@ __all__ = [
     "OpaqueTokenError",
     "ServiceUnavailableError",
     "SessionServiceError",
+    "TokenTypeError",
     "UnknownKeyError",
     "UnsupportedAlgorithmError",
 ]
@@ -154,6 +166,25 @@ class InvalidSessionError(InvalidTokenError):
     """The session is unknown, expired or signed out: Better Auth's get-session answered null."""
 
 
+class TokenTypeError(InvalidTokenError):
+    """The token is of another type than the kind accepts: an ID token or a session JWT
+    where an OAuth access token is expected, an access token where a session JWT is."""
+
+
+class InactiveTokenError(InvalidTokenError):
+    """Token introspection (RFC 7662) answered that the token is not active."""
+
+
+class DPoPBindingError(InvalidTokenError):
+    """A DPoP-bound token (``cnf``) was sent as a Bearer token, or an unbound one as DPoP."""
+
+
+class InvalidDPoPProofError(InvalidTokenError):
+    """The DPoP proof (RFC 9449) is missing, malformed, replayed, or does not fit the request."""
+
+    error_code = "invalid_dpop_proof"
+
+
 class AuthorizationError(BetterAuthError):
     """The caller is authenticated but not allowed (HTTP 403)."""
 
@@ -163,6 +194,18 @@ class AuthorizationError(BetterAuthError):
 
 class InsufficientRoleError(AuthorizationError):
     """The user lacks a role or scope the endpoint requires."""
+
+
+class InsufficientScopeError(InsufficientRoleError):
+    """The token lacks an OAuth scope the endpoint requires.
+
+    Attributes:
+        scope: the scopes to ask for, space-separated (RFC 6750's ``scope`` attribute).
+    """
+
+    def __init__(self, message: str, *, scope: str) -> None:
+        super().__init__(message)
+        self.scope = scope
 
 
 class BannedUserError(AuthorizationError):
@@ -206,3 +249,7 @@ class KeySetInvalidError(KeySetError):
 
 class SessionServiceError(ServiceUnavailableError):
     """Better Auth's get-session could not be had: unreachable, slow, 429, 5xx or a bad answer."""
+
+
+class IntrospectionError(ServiceUnavailableError):
+    """Token introspection could not be had: unreachable, slow, 429, 5xx or a bad answer."""

@@ -22,9 +22,10 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._headers import read_headers
+from ._headers import Presented, read_headers
 from ._observability import EventHook, emit, logger, token_fingerprint
 from ._responses import (
+    Challenges,
     ErrorResponse,
     error_response,
     missing_token,
@@ -34,10 +35,17 @@ from ._responses import (
 from ._routes import PublicRoutes, route_path
 from ._settings import VerifierSettings, resolve_settings
 from ._token_cache import TokenCache
-from ._user import RoleSource, UserBuilder
+from ._user import BetterAuthUser, RoleSource, UserBuilder
 from ._verifier import TokenVerifier
-from .credentials import Context, Credential, Principal, bind_kinds
-from .errors import BetterAuthError, ConfigurationError, KeySetError, ServiceUnavailableError
+from .credentials import Authenticator, Context, Credential, Principal, bind_kinds
+from .errors import (
+    BetterAuthError,
+    ConfigurationError,
+    DPoPBindingError,
+    InvalidRequestError,
+    KeySetError,
+    ServiceUnavailableError,
+)
 
 __all__ = ["BetterAuthMiddleware", "token_fingerprint"]
 
@@ -84,6 +92,37 @@ def _failing_at_startup(init: _Init) -> _Init:
             self._startup_error = exc
 
     return cast(_Init, __init__)
+
+
+def _check_binding(
+    kind: Authenticator,
+    scope: Scope,
+    presented: Presented,
+    token: str,
+    user: BetterAuthUser,
+) -> None:
+    """A DPoP-bound token only with ``Authorization: DPoP`` and a valid proof; an
+    unbound one never with DPoP (RFC 9449 section 7.1)."""
+    if presented.dpop is None:
+        raise DPoPBindingError(
+            "the token is bound to a DPoP key (cnf.jkt): send it as Authorization: DPoP "
+            "with a DPoP proof, not as Bearer"
+        )
+    if user.dpop_jkt is None:
+        raise DPoPBindingError(
+            "Authorization: DPoP needs a DPoP-bound token (cnf.jkt); this one is a Bearer "
+            "token: send it as Authorization: Bearer"
+        )
+    dpop = kind.dpop
+    if dpop is None:  # pragma: no cover - only kinds with a DPoP verifier find DPoP tokens
+        raise DPoPBindingError("DPoP is not accepted for this kind of credential")
+    dpop.verify(
+        presented.dpop_proof,
+        method=scope.get("method", "GET"),
+        url=dpop.request_url(scope),
+        token=token,
+        jkt=user.dpop_jkt,
+    )
 
 
 class BetterAuthMiddleware:
@@ -197,9 +236,17 @@ class BetterAuthMiddleware:
         )
         self._retry_after = max(1, round(verifier.jwks.options.retry_interval))
         self._missing_error = missing_token()
-        # Answers by (error class, message), built once: refusals repeat, and
-        # building one costs more than most refusals themselves.
-        self._answers: dict[tuple[type[BetterAuthError], str], ErrorResponse] = {}
+        # What 401s offer: DPoP and the resource metadata (RFC 9728) when accepted.
+        dpop = next((kind.dpop for kind in self.kinds if kind.dpop is not None), None)
+        documents = [document for kind in self.kinds for document in kind.metadata]
+        self._challenges = Challenges(
+            dpop_algs=dpop.algs if dpop is not None else None,
+            resource_metadata=documents[0].url if documents else None,
+        )
+        self._metadata = {document.path: document.response() for document in documents}
+        # Answers by (error class, message, scheme), built once: refusals repeat,
+        # and building one costs more than most refusals themselves.
+        self._answers: dict[tuple[type[BetterAuthError], str, str | None], ErrorResponse] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._startup_error is not None:
@@ -210,8 +257,17 @@ class BetterAuthMiddleware:
                 receive = self._lifespan(receive)
             await self.app(scope, receive, send)
             return
+        if (
+            self._metadata
+            and scope_type == "http"
+            and scope["path"] in self._metadata
+            and scope.get("method") in ("GET", "HEAD")
+        ):
+            await send_http(send, self._metadata[scope["path"]])
+            return
         credential = None
         cached = False
+        presented = None
         try:
             presented = read_headers(scope["headers"])
             for kind in self.kinds:
@@ -219,6 +275,11 @@ class BetterAuthMiddleware:
                 if credential is not None:
                     break
             if credential is None:
+                if presented.dpop is not None:
+                    raise InvalidRequestError(
+                        "the DPoP authorization scheme is not accepted here (only "
+                        "AccessToken(dpop=True) takes it): send the token as Bearer"
+                    )
                 principal = None
                 if not self.optional and not (
                     self.public
@@ -226,7 +287,7 @@ class BetterAuthMiddleware:
                         scope.get("method"), route_path(scope), scope["headers"]
                     )
                 ):
-                    await self._refuse(scope, receive, send, self._missing_error, None)
+                    await self._refuse(scope, receive, send, self._missing_error, None, None)
                     return
             else:
                 if kind.origins is not None:
@@ -236,8 +297,11 @@ class BetterAuthMiddleware:
                     principal = await kind.authenticate(credential, presented)
                 else:
                     cached = True
+                if principal[0].dpop_jkt is not None or presented.dpop is not None:
+                    _check_binding(kind, scope, presented, credential, principal[0])
         except BetterAuthError as exc:
-            await self._refuse(scope, receive, send, exc, credential)
+            scheme = presented.scheme if presented is not None else None
+            await self._refuse(scope, receive, send, exc, credential, scheme)
             return
         if principal is None:
             scope["user"] = UnauthenticatedUser()
@@ -273,14 +337,17 @@ class BetterAuthMiddleware:
         send: Send,
         error: BetterAuthError,
         credential: str | None,
+        scheme: str | None,
     ) -> None:
         unavailable = isinstance(error, ServiceUnavailableError)
         # An error with its own Retry-After gets an answer of its own.
         timed = isinstance(error, ServiceUnavailableError) and error.retry_after is not None
-        answer = (type(error), error.message)
+        answer = (type(error), error.message, scheme)
         response = None if timed else self._answers.get(answer)
         if response is None:
-            response = error_response(error, retry_after=self._retry_after)
+            response = error_response(
+                error, retry_after=self._retry_after, challenges=self._challenges, scheme=scheme
+            )
             if not timed and len(self._answers) < _MAX_ANSWERS:
                 self._answers[answer] = response
         reason = type(error).__name__

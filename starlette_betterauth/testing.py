@@ -24,8 +24,19 @@ for it until it expires or is revoked::
     headers = {"Authorization": f"Bearer {session.token}"}      # the bearer plugin
     issuer.revoke_session(session)                              # signs it out
 
-:meth:`Issuer.access_token` mints OAuth access tokens (``at+jwt``, ``scope``,
-``aud`` the resource) shaped like those of Better Auth's OAuth provider.
+OAuth too, shaped like Better Auth's OAuth provider (``@better-auth/oauth-provider``):
+:meth:`Issuer.access_token` mints RFC 9068 access tokens (``at+jwt``, ``scope``,
+``aud`` the resource; :meth:`Issuer.client_credentials_token` a machine token,
+``dpop_key=`` a DPoP-bound one), :meth:`Issuer.opaque_access_token` an opaque one
+the server answers for at ``/api/auth/oauth2/introspect``, :meth:`Issuer.id_token`
+an ID token, and :class:`DPoPKey` the proofs of a DPoP client::
+
+    key = DPoPKey()
+    token = issuer.access_token(scope="reports:read", audience=API, dpop_key=key)
+    headers = {
+        "Authorization": f"DPoP {token}",
+        "DPoP": key.proof("GET", f"{API}/reports", token=token),
+    }
 
 Also available as pytest fixtures (``betterauth_issuer``, ``betterauth_jwks_server``,
 ``betterauth_session``) once the package is installed.
@@ -49,7 +60,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, unquote_plus, urlsplit
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -63,14 +74,17 @@ from ._cookies import (
     sign_session_token,
     split_signed_token,
 )
+from ._dpop import DPOP_PROOF_TYPE, access_token_hash, jwk_thumbprint
 from ._settings import DEFAULT_JWKS_PATH
 from .errors import InvalidSessionError
 
 __all__ = [
     "ALGORITHMS",
+    "DEFAULT_BASE_PATH",
     "DEFAULT_SESSION_PATH",
     "SESSION_COOKIE_AUDIENCE",
     "SESSION_COOKIE_TYPE",
+    "DPoPKey",
     "Issuer",
     "JWKSServer",
     "SigningKey",
@@ -79,6 +93,8 @@ __all__ = [
     "jwks_transport",
 ]
 
+#: Better Auth's default basePath: its OAuth issuer is the base URL plus this.
+DEFAULT_BASE_PATH = "/api/auth"
 #: Better Auth's default basePath plus its get-session endpoint.
 DEFAULT_SESSION_PATH = "/api/auth/get-session"
 #: The ``typ`` header of Better Auth 1.7's JWKS-signed cookie cache.
@@ -89,7 +105,6 @@ SESSION_COOKIE_AUDIENCE = "better-auth:session-cache"
 #: Every algorithm a Better Auth server can sign with and the package verifies.
 ALGORITHMS: tuple[str, ...] = ("EdDSA", "ES256", "ES512", "RS256", "PS256")
 _KID_ALPHABET = string.ascii_letters + string.digits
-_BASE_PATH = "/api/auth"  # Better Auth's default basePath
 
 
 def b64url(data: bytes | str | Mapping[str, Any]) -> str:
@@ -190,6 +205,70 @@ class SigningKey:
         return f"{signing_input}.{b64url(signature)}"
 
 
+class DPoPKey:
+    """A DPoP client's key pair (RFC 9449): mints proofs and names the key's thumbprint.
+
+    ``DPoPKey("ES256")`` generates a fresh key (any of :data:`ALGORITHMS`; ES256
+    by default, as most clients use).
+
+    Example::
+
+        key = DPoPKey()
+        token = issuer.access_token(scope="read", audience=API, dpop_key=key)
+        proof = key.proof("POST", "https://api.example.com/orders", token=token)
+    """
+
+    def __init__(self, alg: str = "ES256") -> None:
+        self._key = SigningKey(alg)
+        self.alg = alg
+
+    @property
+    def jwk(self) -> dict[str, Any]:
+        """The public JWK a proof's header carries (key members only)."""
+        return {
+            name: value
+            for name, value in self._key.public_jwk.items()
+            if name not in ("alg", "kid", "use", "key_ops")
+        }
+
+    @property
+    def jkt(self) -> str:
+        """The key's RFC 7638 thumbprint: the ``cnf.jkt`` of the tokens bound to it."""
+        return jwk_thumbprint(self.jwk)
+
+    def proof(
+        self,
+        method: str,
+        url: str,
+        *,
+        token: str | None = None,
+        issued_at: float | None = None,
+        jti: str | None = None,
+        header: Mapping[str, Any] | None = None,
+        **claims: Any,
+    ) -> str:
+        """A DPoP proof for one request: ``htm`` ``method``, ``htu`` ``url``, a fresh
+        ``jti``, ``iat`` now, and ``ath`` the hash of ``token`` when given.
+
+        ``header`` adds or replaces header members (``{"typ": "JWT"}``); other
+        keywords add or replace claims, a None value removes one.
+        """
+        payload: dict[str, Any] = {
+            "jti": jti or secrets.token_urlsafe(16),
+            "htm": method,
+            "htu": url,
+            "iat": int(time.time() if issued_at is None else issued_at),
+        }
+        if token is not None:
+            payload["ath"] = access_token_hash(token)
+        _merge(payload, claims)
+        full_header: dict[str, Any] = {"typ": DPOP_PROOF_TYPE, "alg": self.alg, "jwk": self.jwk}
+        _merge(full_header, header or {})
+        signing_input = f"{b64url(full_header)}.{b64url(payload)}"
+        signature = self._key.sign_bytes(signing_input.encode("ascii"))
+        return f"{signing_input}.{b64url(signature)}"
+
+
 class Issuer:
     """Mints Better Auth-shaped JWTs and holds the key set that verifies them.
 
@@ -214,6 +293,9 @@ class Issuer:
         self._lock = threading.Lock()
         self._sessions: dict[str, dict[str, Any]] = {}  # by token
         self._users: dict[str, dict[str, Any]] = {}  # by id
+        self._opaque: dict[str, dict[str, Any]] = {}  # opaque access tokens' claims
+        #: OAuth clients allowed to introspect: ``{client_id: client_secret}``.
+        self.clients: dict[str, str] = {}
 
     @property
     def current_key(self) -> SigningKey:
@@ -295,6 +377,177 @@ class Issuer:
     def expired_token(self, **claims: Any) -> str:
         """A token that expired an hour ago."""
         return self.token(issued_at=time.time() - 4500, **claims)
+
+    # -- OAuth provider --------------------------------------------------------
+
+    @property
+    def oauth_issuer(self) -> str:
+        """The ``iss`` of Better Auth's OAuth tokens: ``base_url`` + basePath ``/api/auth``."""
+        return self.base_url.rstrip("/") + DEFAULT_BASE_PATH
+
+    def access_token(
+        self,
+        *,
+        scope: str | Iterable[str] | None,
+        audience: str | Sequence[str],
+        user_id: str | None = None,
+        client_id: str | None = "test-client",
+        expires_in: float = 3600,
+        issued_at: float | None = None,
+        key: SigningKey | None = None,
+        header: Mapping[str, Any] | None = None,
+        dpop_key: DPoPKey | None = None,
+        **claims: Any,
+    ) -> str:
+        """An OAuth access token shaped like Better Auth's OAuth provider issues it (RFC 9068).
+
+        The header carries ``typ: "at+jwt"``. The claims: ``iss`` (:attr:`oauth_issuer`),
+        ``aud`` (``audience``: the resource the client asked for, or a list of them),
+        ``sub`` (``user_id``, random when None), ``client_id`` and ``azp``, ``sid``,
+        ``scope`` (space-separated: give a string or an iterable of names; None leaves
+        the claim out), ``iat``, ``exp`` (an hour later by default) and ``jti``;
+        with ``dpop_key``, ``cnf.jkt`` binds it to that key; ``client_id=None``
+        leaves out ``client_id`` and ``azp``. Other claim keywords
+        are added or override these; a claim given as None is left out (see
+        :meth:`client_credentials_token` for a machine token).
+
+        Example::
+
+            app.add_middleware(
+                BetterAuthMiddleware,
+                base_url=server.url,
+                accept=[AccessToken(resource="https://api.example.com")],
+            )
+            token = issuer.access_token(
+                scope="openid reports:read", audience="https://api.example.com"
+            )
+            # request.state.user.scopes == frozenset({"openid", "reports:read"})
+        """
+        now = int(time.time() if issued_at is None else issued_at)
+        payload: dict[str, Any] = {
+            "iss": self.oauth_issuer,
+            "aud": audience if isinstance(audience, str) else list(audience),
+            "sub": user_id or _random_kid(),
+            "client_id": client_id,
+            "azp": client_id,
+            "sid": _random_kid(),
+            "iat": now,
+            "exp": int(now + expires_in),
+            "jti": _random_kid(),
+        }
+        if client_id is None:
+            del payload["client_id"], payload["azp"]
+        if scope is not None:
+            payload["scope"] = scope if isinstance(scope, str) else " ".join(scope)
+        if dpop_key is not None:
+            payload["cnf"] = {"jkt": dpop_key.jkt}
+        _merge(payload, claims)
+        full_header = {"typ": "at+jwt", **(header or {})}
+        return (key or self.current_key).sign(payload, full_header)
+
+    def client_credentials_token(
+        self,
+        *,
+        scope: str | Iterable[str] | None,
+        audience: str | Sequence[str],
+        client_id: str = "test-client",
+        **claims: Any,
+    ) -> str:
+        """A machine token, as the ``client_credentials`` grant gives: ``sub`` is the
+        client id and there is no ``sid`` (other arguments as :meth:`access_token`)."""
+        claims.setdefault("sid", None)
+        return self.access_token(
+            scope=scope, audience=audience, client_id=client_id, user_id=client_id, **claims
+        )
+
+    def id_token(
+        self,
+        *,
+        client_id: str = "test-client",
+        user_id: str | None = None,
+        nonce: str | None = "nonce",
+        expires_in: float = 36000,
+        **claims: Any,
+    ) -> str:
+        """An OpenID Connect ID token as Better Auth's provider signs it: no ``typ``,
+        ``aud`` the client id, ``nonce``, ``auth_time``, ``acr``. Never an access token."""
+        now = int(time.time())
+        payload: dict[str, Any] = {
+            "auth_time": now,
+            "acr": "0",
+            "iss": self.oauth_issuer,
+            "sub": user_id or _random_kid(),
+            "aud": client_id,
+            "nonce": nonce,
+            "iat": now,
+            "exp": int(now + expires_in),
+        }
+        _merge(payload, claims)
+        return self.current_key.sign(payload)
+
+    def register_client(
+        self, client_id: str | None = None, client_secret: str | None = None
+    ) -> tuple[str, str]:
+        """Register an OAuth client that may introspect; returns ``(client_id, client_secret)``."""
+        pair = (client_id or _random_kid(), client_secret or _random_kid())
+        with self._lock:
+            self.clients[pair[0]] = pair[1]
+        return pair
+
+    def opaque_access_token(
+        self,
+        *,
+        scope: str | Iterable[str] | None,
+        user_id: str | None = None,
+        client_id: str = "test-client",
+        audience: str | Sequence[str] | None = None,
+        expires_in: float = 3600,
+        dpop_key: DPoPKey | None = None,
+        prefix: str = "",
+        **claims: Any,
+    ) -> str:
+        """An opaque access token (32 letters after ``prefix``, Better Auth's
+        ``prefix.opaqueAccessToken``), recorded so the server's introspection
+        answers for it as Better Auth does: ``active``, ``iss``, ``client_id``, ``azp``,
+        ``sub`` and ``sid`` (none for a machine token: ``user_id=None`` and no
+        ``sid``), ``exp``, ``iat``, ``scope``, ``token_type``; ``aud`` when
+        ``audience`` is given, ``cnf`` with ``dpop_key``. Other keywords add or
+        replace members (None removes one)."""
+        now = int(time.time())
+        token = prefix + "".join(secrets.choice(string.ascii_letters) for _ in range(32))
+        answer: dict[str, Any] = {
+            "iss": self.oauth_issuer,
+            "client_id": client_id,
+            "azp": client_id,
+            "exp": int(now + expires_in),
+            "iat": now,
+            "token_type": "DPoP" if dpop_key is not None else "Bearer",
+        }
+        if user_id is not None:
+            answer.update(sub=user_id, sid=_random_kid())
+        if scope is not None:
+            answer["scope"] = scope if isinstance(scope, str) else " ".join(scope)
+        if audience is not None:
+            answer["aud"] = audience if isinstance(audience, str) else list(audience)
+        if dpop_key is not None:
+            answer["cnf"] = {"jkt": dpop_key.jkt}
+        _merge(answer, claims)
+        with self._lock:
+            self._opaque[token] = answer
+        return token
+
+    def revoke_access_token(self, token: str) -> None:
+        """Revoke an opaque access token: introspection answers ``active: false``."""
+        with self._lock:
+            self._opaque.pop(token, None)
+
+    def introspect(self, token: str) -> dict[str, Any]:
+        """What introspection answers for ``token`` now (RFC 7662)."""
+        with self._lock:
+            answer = self._opaque.get(token)
+        if answer is None or answer["exp"] <= time.time():
+            return {"active": False}
+        return {"active": True, **answer}
 
     # -- sessions --------------------------------------------------------------
 
@@ -547,73 +800,6 @@ class Issuer:
         # The bare names come last in CookieNames' order of preference.
         return CookieNames(prefix, names.session_token[-1:], names.session_data[-1:])
 
-    @property
-    def oauth_issuer(self) -> str:
-        """The ``iss`` of Better Auth's OAuth tokens: ``base_url`` + basePath ``/api/auth``."""
-        return self.base_url.rstrip("/") + _BASE_PATH
-
-    def access_token(
-        self,
-        *,
-        scope: str | Iterable[str] | None,
-        audience: str | Sequence[str],
-        user_id: str | None = None,
-        client_id: str = "test-client",
-        expires_in: float = 3600,
-        issued_at: float | None = None,
-        key: SigningKey | None = None,
-        header: Mapping[str, Any] | None = None,
-        **claims: Any,
-    ) -> str:
-        """An OAuth access token shaped like Better Auth's OAuth provider issues it (RFC 9068).
-
-        The header carries ``typ: "at+jwt"``. The claims: ``iss`` (:attr:`oauth_issuer`),
-        ``aud`` (``audience``: the resource the client asked for, or a list of them),
-        ``sub`` (``user_id``, random when None), ``client_id`` and ``azp``, ``sid``,
-        ``scope`` (space-separated: give a string or an iterable of names; None leaves
-        the claim out), ``iat``, ``exp`` (an hour later by default) and ``jti``. Other
-        claim keywords are added or override these; a claim given as None is left out
-        (``sid=None, sub="test-client"`` makes a client_credentials token).
-
-        Better Auth's OAuth tokens name the provider (base URL + basePath) as issuer, not
-        the base URL, so the middleware needs ``issuer=`` and the resource as audience::
-
-            issuer = Issuer()
-            with JWKSServer(issuer) as server:
-                app.add_middleware(
-                    BetterAuthMiddleware,
-                    base_url=server.url,
-                    issuer=issuer.oauth_issuer,
-                    audience="https://api.example.com",
-                )
-                token = issuer.access_token(
-                    scope="openid reports:read", audience="https://api.example.com"
-                )
-                # Authorization: Bearer <token> passes @requires_scope("reports:read");
-                # request.state.user.scopes == frozenset({"openid", "reports:read"})
-        """
-        now = int(time.time() if issued_at is None else issued_at)
-        payload: dict[str, Any] = {
-            "iss": self.oauth_issuer,
-            "aud": audience if isinstance(audience, str) else list(audience),
-            "sub": user_id or _random_kid(),
-            "client_id": client_id,
-            "azp": client_id,
-            "sid": _random_kid(),
-            "iat": now,
-            "exp": int(now + expires_in),
-            "jti": _random_kid(),
-        }
-        if scope is not None:
-            payload["scope"] = scope if isinstance(scope, str) else " ".join(scope)
-        for name, value in claims.items():
-            if value is None:
-                payload.pop(name, None)
-            else:
-                payload[name] = value
-        full_header = {"typ": "at+jwt", **(header or {})}
-        return (key or self.current_key).sign(payload, full_header)
-
 
 def _merge(target: dict[str, Any], changes: Mapping[str, Any]) -> None:
     """Set each field of ``changes`` in ``target``; a None value removes the field."""
@@ -626,6 +812,22 @@ def _merge(target: dict[str, Any], changes: Mapping[str, Any]) -> None:
 
 def _parse_iso(stamp: str) -> float:
     return datetime.fromisoformat(stamp).timestamp()
+
+
+_DISCOVERY_PATH = "/.well-known/oauth-authorization-server"
+_INTROSPECTION_PATH = "/oauth2/introspect"
+
+
+def _basic_credentials(authorization: str | None) -> tuple[str, str] | None:
+    """``(client_id, client_secret)`` of ``Authorization: Basic``, form-decoded."""
+    if not authorization or authorization[:6].lower() != "basic ":
+        return None
+    try:
+        pair = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    client_id, colon, secret = pair.partition(":")
+    return (unquote_plus(client_id), unquote_plus(secret)) if colon else None
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -714,6 +916,12 @@ class JWKSServer:
     token, as with the bearer plugin) or else by the ``session_token`` cookie
     (signed with the issuer's secret; the bare and ``__Secure-`` names).
 
+    As Better Auth's OAuth provider, it answers the authorization server
+    metadata at ``GET /api/auth/.well-known/oauth-authorization-server`` (RFC
+    8414) and token introspection at ``POST /api/auth/oauth2/introspect`` (RFC
+    7662, for the clients of :meth:`Issuer.register_client`, with
+    ``client_secret_basic``).
+
     Counts requests and can misbehave on demand, so tests can prove caching
     and failure handling. Use as a context manager, or call :meth:`start` and
     :meth:`stop`.
@@ -732,6 +940,11 @@ class JWKSServer:
             for get-session, e.g. ``session_status = 503`` with
             ``session_headers = {"Retry-After": "2"}``.
         cookie_prefix: Better Auth's ``advanced.cookiePrefix`` for the cookie it reads.
+        discovery_url, introspection_url: the OAuth provider's metadata and
+            introspection endpoint.
+        discovery_requests, introspection_requests: how many requests each got.
+        introspection_status, introspection_delay, introspection_body,
+            introspection_headers: make introspection misbehave, as for get-session.
 
     Example::
 
@@ -769,6 +982,12 @@ class JWKSServer:
         self.session_delay = 0.0
         self.session_body: bytes | None = None
         self.session_headers: dict[str, str] = {}
+        self.discovery_requests = 0
+        self.introspection_requests = 0
+        self.introspection_status = 200
+        self.introspection_delay = 0.0
+        self.introspection_body: bytes | None = None
+        self.introspection_headers: dict[str, str] = {}
         self._stopping = threading.Event()
         self._counter = threading.Lock()
         self._server: _QuietServer | None = None
@@ -776,6 +995,8 @@ class JWKSServer:
         self.url = ""
         self.jwks_url = ""
         self.session_url = ""
+        self.discovery_url = ""
+        self.introspection_url = ""
 
     def reset(self) -> None:
         """Back to well-behaved, with the request counts at zero."""
@@ -784,9 +1005,12 @@ class JWKSServer:
             self.request_paths.clear()
             self.session_requests = 0
             self.session_request_headers.clear()
+            self.discovery_requests = self.introspection_requests = 0
         self.status, self.delay, self.body, self.headers = 200, 0.0, None, {}
         self.session_status, self.session_delay = 200, 0.0
         self.session_body, self.session_headers = None, {}
+        self.introspection_status, self.introspection_delay = 200, 0.0
+        self.introspection_body, self.introspection_headers = None, {}
 
     def start(self) -> JWKSServer:
         """Start serving on 127.0.0.1, on ``port`` (by default a free port)."""
@@ -798,6 +1022,9 @@ class JWKSServer:
         if self.issuer.base_url == "http://127.0.0.1":
             self.issuer.base_url = self.url
         self._stopping.clear()
+        api = self.url + DEFAULT_BASE_PATH
+        self.discovery_url = api + _DISCOVERY_PATH
+        self.introspection_url = api + _INTROSPECTION_PATH
         self._thread = threading.Thread(
             target=server.serve_until_stopped, name="JWKSServer", daemon=True
         )
@@ -864,7 +1091,52 @@ class JWKSServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
+            def do_POST(self) -> None:
+                path = urlsplit(self.path).path
+                with owner._counter:
+                    owner.requests += 1
+                    owner.request_paths.append(self.path)
+                    if path == DEFAULT_BASE_PATH + _INTROSPECTION_PATH:
+                        owner.introspection_requests += 1
+                length = int(self.headers.get("Content-Length") or 0)
+                form = parse_qs(self.rfile.read(min(length, 1 << 16)).decode("latin-1"))
+                if path != DEFAULT_BASE_PATH + _INTROSPECTION_PATH:
+                    self._send(404, b'{"error":"not found"}', {})
+                    return
+                if owner.introspection_delay:
+                    owner._stopping.wait(owner.introspection_delay)
+                extra = {"Cache-Control": "no-store", **owner.introspection_headers}
+                if owner.introspection_status != 200 or owner.introspection_body is not None:
+                    body = owner.introspection_body or b'{"error":"server_error"}'
+                    self._send(owner.introspection_status, body, extra)
+                    return
+                pair = _basic_credentials(self.headers.get("Authorization"))
+                issuer = owner.issuer
+                if pair is None or issuer.clients.get(pair[0]) != pair[1]:
+                    body = b'{"error":"invalid_client","error_description":"invalid client"}'
+                    self._send(401, body, extra)
+                    return
+                token = (form.get("token") or [""])[0]
+                hint = (form.get("token_type_hint") or ["access_token"])[0]
+                answer = issuer.introspect(token) if hint == "access_token" else None
+                self._send(200, json.dumps(answer or {"active": False}).encode(), extra)
+
             def do_GET(self) -> None:
+                if urlsplit(self.path).path == DEFAULT_BASE_PATH + _DISCOVERY_PATH:
+                    with owner._counter:
+                        owner.requests += 1
+                        owner.discovery_requests += 1
+                    api = owner.issuer.oauth_issuer
+                    document = {
+                        "issuer": api,
+                        "jwks_uri": owner.url + owner.path,
+                        "introspection_endpoint": api + _INTROSPECTION_PATH,
+                        "token_endpoint": api + "/oauth2/token",
+                        "authorization_endpoint": api + "/oauth2/authorize",
+                    }
+                    headers = {"Cache-Control": "public, max-age=15"}
+                    self._send(200, json.dumps(document).encode(), headers)
+                    return
                 is_session = urlsplit(self.path).path == owner.session_path
                 with owner._counter:
                     owner.requests += 1

@@ -876,3 +876,101 @@ def test_dev_issuer_text_and_ctrl_c_exits_0(cli: RunCLI) -> None:
         assert "roles        admin" in out
         assert process.stop(signal.SIGINT) == 0
     assert process.stderr == "stopped.\n"
+
+
+# -- OAuth access tokens (--resource) ------------------------------------------------------
+
+API = "https://api.example.com"
+
+
+def test_verify_an_access_token(cli: RunCLI, server: JWKSServer, issuer: Issuer) -> None:
+    token = issuer.access_token(scope="reports:read openid", audience=API, user_id="u-6")
+    code, out, err = cli("verify", token, "--base-url", server.url, "--resource", API)
+    assert code == 0, out + err
+    lines = out.splitlines()
+    assert lines[0] == f"valid: an OAuth access token for {API}, issued by {server.url}/api/auth"
+    assert "user         'u-6'" in lines
+    assert "client       'test-client'" in lines
+    assert "scopes       openid, reports:read" in lines
+    machine = issuer.client_credentials_token(scope="x", audience=API, client_id="cron")
+    code, out, _ = cli("verify", "--json", machine, "--base-url", server.url, "--resource", API)
+    assert code == 0
+    assert json.loads(out)["access_token"] == {
+        "subject": "cron",
+        "client_id": "cron",
+        "machine": True,
+        "scopes": ["x"],
+        "dpop_jkt": None,
+    }
+
+
+def test_verify_explains_access_token_mismatches(
+    cli: RunCLI, server: JWKSServer, issuer: Issuer
+) -> None:
+    from starlette_betterauth.testing import DPoPKey
+
+    cases = {
+        issuer.access_token(scope="x", audience="https://other.example.com"): (
+            "InvalidAudienceError",
+            "the client must ask for the token with resource='https://api.example.com'",
+        ),
+        issuer.access_token(scope="x", audience=API, iss=server.url): (
+            "InvalidIssuerError",
+            "the server sets jwt.issuer, which replaces the OAuth provider's issuer",
+        ),
+        issuer.access_token(scope="x", audience=API, iss=server.url + "/identity"): (
+            "InvalidIssuerError",
+            "Better Auth's OAuth provider names baseURL + basePath as issuer",
+        ),
+        issuer.id_token(): ("TokenTypeError", "the client sent its ID token"),
+        issuer.token(): ("TokenTypeError", "session JWTs (GET /api/auth/token)"),
+    }
+    for token, (reason, fix) in cases.items():
+        code, out, _ = cli("verify", token, "--base-url", server.url, "--resource", API)
+        assert code == 1, out
+        assert f"({reason}, HTTP 401)" in out
+        assert fix in out.split("fix: ", 1)[1]
+    bound = issuer.access_token(scope="x", audience=API, dpop_key=DPoPKey())
+    code, out, _ = cli("verify", bound, "--base-url", server.url, "--resource", API)
+    assert code == 0
+    assert "DPoP-bound" in out
+    assert "'Authorization: DPoP <token>'" in out
+    code, _, err = cli(
+        "verify", bound, "--base-url", server.url, "--resource", API, "--audience", API
+    )
+    assert code == 2
+    assert "--audience names session-JWT audiences" in err
+
+
+def test_an_access_token_checked_as_a_session_jwt_points_to_resource(
+    cli: RunCLI, server: JWKSServer, issuer: Issuer
+) -> None:
+    token = issuer.access_token(scope="x", audience=[API, f"{server.url}/api/auth/oauth2/userinfo"])
+    code, out, _ = cli("verify", token, "--base-url", server.url)
+    assert code == 1
+    assert f"check it with --resource {API};" in out
+    code, out, _ = cli("doctor", "--token", token, "--base-url", server.url)
+    assert code == 1
+    assert "[warn] token typ: typ at+jwt: an OAuth access token" in out
+
+
+def test_doctor_with_a_resource(cli: RunCLI, server: JWKSServer, issuer: Issuer) -> None:
+    from starlette_betterauth.testing import DPoPKey
+
+    good = issuer.access_token(scope="x", audience=API, dpop_key=DPoPKey())
+    code, out, _ = cli("doctor", "--token", good, "--base-url", server.url, "--resource", API)
+    assert code == 0, out
+    assert f"issuer    {server.url}/api/auth" in out
+    assert f"audience  {API}" in out
+    assert "[ ok ] token typ: at+jwt: an OAuth access token (RFC 9068)" in out
+    assert "[warn] token binding: DPoP-bound to the key" in out
+    assert "[ ok ] verdict: accepted: user" in out
+    session_jwt = issuer.token()
+    code, out, _ = cli(
+        "doctor", "--json", "--token", session_jwt, "--base-url", server.url, "--resource", API
+    )
+    assert code == 1
+    checks = {check["name"]: check for check in json.loads(out)["checks"]}
+    assert checks["token typ"]["status"] == "fail"
+    assert checks["token iss/aud"]["status"] == "skip"
+    assert checks["verdict"]["detail"].endswith("(TokenTypeError)")

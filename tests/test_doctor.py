@@ -13,6 +13,7 @@ from starlette_betterauth._verifier import TokenVerifier
 from starlette_betterauth.errors import (
     BannedUserError,
     BetterAuthError,
+    DPoPBindingError,
     ExpiredTokenError,
     ImmatureTokenError,
     InvalidAudienceError,
@@ -21,6 +22,7 @@ from starlette_betterauth.errors import (
     KeySetInvalidError,
     MalformedTokenError,
     OpaqueTokenError,
+    TokenTypeError,
     UnknownKeyError,
     UnsupportedAlgorithmError,
 )
@@ -132,3 +134,48 @@ def test_span(seconds: float, text: str) -> None:
 
 def test_clean_escapes_control_characters() -> None:
     assert doctor.clean("ok\x1b[31m") == "ok\\x1b[31m"
+
+
+# -- OAuth access tokens -------------------------------------------------------------
+
+
+def test_access_token_fix_texts() -> None:
+    expected = BASE + "/api/auth"
+    assert "replaces the OAuth provider's issuer" in doctor.access_token_issuer_fix(BASE, expected)
+    assert "baseURL + basePath" in doctor.access_token_issuer_fix(BASE + "/auth", expected)
+    assert "set jwt.issuer" in doctor.access_token_issuer_fix(None, expected)
+    assert "ID token" in doctor.typ_fix(None, {"nonce": "n"})
+    assert "BearerJWT()" in doctor.typ_fix(None, {"iss": BASE})
+    assert "this one says 'dpop+jwt'" in doctor.typ_fix("dpop+jwt", {})
+    fix = doctor.resource_fix("https://other", frozenset({"https://api"}))
+    assert fix.startswith("the client must ask for the token with resource='https://api'")
+    assert "'https://other'" in fix
+    assert "Authorization: DPoP" in doctor.dpop_fix()
+    assert "--resource https://api;" in doctor.oauth_token_fix(
+        {"aud": [BASE + "/api/auth/oauth2/userinfo", "https://api"]}
+    )
+    assert "--resource <the resource" in doctor.oauth_token_fix({"aud": 3})
+
+
+def test_explain_names_the_access_token_fixes() -> None:
+    issuer = Issuer(BASE)
+    access = TokenVerifier(
+        JWKSCache(BASE + "/api/auth/jwks"),
+        issuer=BASE + "/api/auth",
+        audience="https://api",
+        typ="at+jwt",
+    )
+    token = parse_token(issuer.access_token(scope="x", audience="https://other"))
+    fix = doctor.explain(InvalidAudienceError("aud"), token, access)
+    assert fix is not None
+    assert fix.startswith("the client must ask for the token")
+    fix = doctor.explain(InvalidIssuerError("iss"), token, access)
+    assert fix is not None
+    assert "basePath" in fix
+    assert doctor.explain(TokenTypeError("typ"), parse_token(issuer.id_token()), access) == (
+        doctor.typ_fix(None, {"nonce": "n"})
+    )
+    assert doctor.explain(DPoPBindingError("cnf"), token, access) == doctor.dpop_fix()
+    fix = doctor.explain(InvalidIssuerError("iss"), token, verifier())
+    assert fix is not None
+    assert fix.startswith("this is an OAuth access token")

@@ -369,7 +369,8 @@ async def test_require_scope(client: httpx.AsyncClient, issuer: Issuer) -> None:
     assert refused.status_code == 403
     assert refused.headers["www-authenticate"] == (
         'Bearer error="insufficient_scope", '
-        "error_description=\"this endpoint needs the 'reports:read' scope\""
+        "error_description=\"this endpoint needs the 'reports:read' scope\", "
+        'scope="reports:read"'
     )
 
 

@@ -438,14 +438,17 @@ async def test_requires_scope_with_oauth_access_tokens(
     if one == 200:
         assert single.json()["scopes"] == sorted((scope or "").split())
     else:
+        # RFC 6750 section 3.1: the scope to ask for rides along.
         assert single.headers["www-authenticate"] == (
             'Bearer error="insufficient_scope", '
-            "error_description=\"this endpoint needs the 'reports:read' scope\""
+            "error_description=\"this endpoint needs the 'reports:read' scope\", "
+            'scope="reports:read"'
         )
     if both == 403:
         assert double.json()["error_description"] == (
             "this endpoint needs all of the scopes reports:read, reports:export"
         )
+        assert double.headers["www-authenticate"].endswith('scope="reports:read reports:export"')
 
 
 async def test_anonymous_scope_request_is_401(api_client: httpx.AsyncClient) -> None:

@@ -37,6 +37,7 @@ from starlette_betterauth.testing import (
     DEFAULT_SESSION_PATH,
     SESSION_COOKIE_AUDIENCE,
     SESSION_COOKIE_TYPE,
+    DPoPKey,
     Issuer,
     JWKSServer,
     SigningKey,
@@ -562,3 +563,83 @@ def test_a_stopped_server_starts_again(issuer: Issuer) -> None:
         response = httpx.get(server.jwks_url)
     assert response.json() == issuer.jwks()
     assert server.requests == 1
+
+
+# -- the OAuth provider's tokens -----------------------------------------------------------
+
+
+def test_access_tokens_are_shaped_like_the_oauth_providers(issuer: Issuer) -> None:
+    token = issuer.access_token(scope=["openid", "read"], audience="https://api.example.com")
+    header = json.loads(_pad(token.split(".")[0]))
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert header == {"alg": "EdDSA", "kid": issuer.current_key.kid, "typ": "at+jwt"}
+    assert set(claims) == {"iss", "aud", "sub", "client_id", "azp", "sid", "iat", "exp", "jti"} | {
+        "scope"
+    }
+    assert claims["iss"] == issuer.base_url + "/api/auth" == issuer.oauth_issuer
+    assert claims["scope"] == "openid read"
+    assert claims["exp"] - claims["iat"] == 3600
+    machine = jwt.decode(
+        issuer.client_credentials_token(scope="read", audience="https://api.example.com"),
+        options={"verify_signature": False},
+    )
+    assert machine["sub"] == machine["client_id"] == "test-client"
+    assert "sid" not in machine
+
+
+def test_id_tokens_have_no_typ_and_name_the_client(issuer: Issuer) -> None:
+    token = issuer.id_token(client_id="app", nonce="n")
+    assert json.loads(_pad(token.split(".")[0])) == {"alg": "EdDSA", "kid": issuer.current_key.kid}
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert (claims["aud"], claims["nonce"], claims["exp"] - claims["iat"]) == ("app", "n", 36000)
+
+
+def test_dpop_proofs_and_bound_tokens() -> None:
+    from starlette_betterauth._dpop import access_token_hash, jwk_thumbprint
+
+    issuer = Issuer()
+    key = DPoPKey("EdDSA")
+    token = issuer.access_token(scope="x", audience="https://api.example.com", dpop_key=key)
+    assert jwt.decode(token, options={"verify_signature": False})["cnf"] == {"jkt": key.jkt}
+    proof = key.proof("POST", "https://api.example.com/x", token=token)
+    header = jwt.get_unverified_header(proof)
+    assert header == {"typ": "dpop+jwt", "alg": "EdDSA", "jwk": key.jwk}
+    assert "d" not in key.jwk
+    assert jwk_thumbprint(header["jwk"]) == key.jkt
+    public = jwt.PyJWK(key.jwk, "EdDSA").key
+    claims = jwt.decode(proof, public, algorithms=["EdDSA"])
+    assert set(claims) == {"jti", "htm", "htu", "iat", "ath"}
+    assert claims["ath"] == access_token_hash(token)
+    assert key.proof("GET", "https://a.example/", jti="fixed") != key.proof("GET", "https://b/")
+
+
+async def test_the_server_answers_discovery_and_introspection() -> None:
+    issuer = Issuer()
+    with JWKSServer(issuer) as server:
+        client_id, secret = issuer.register_client()
+        token = issuer.opaque_access_token(scope="read", user_id="u1", audience="https://api")
+        async with httpx.AsyncClient() as client:
+            metadata = (await client.get(server.discovery_url)).json()
+            assert metadata["issuer"] == issuer.oauth_issuer
+            assert metadata["jwks_uri"] == server.jwks_url
+            assert metadata["introspection_endpoint"] == server.introspection_url
+
+            async def introspect(value: str, **extra: str) -> httpx.Response:
+                data = {"token": value, **extra}
+                return await client.post(
+                    server.introspection_url, data=data, auth=(client_id, secret)
+                )
+
+            answer = (await introspect(token)).json()
+            assert answer["active"] is True
+            assert (answer["sub"], answer["scope"], answer["aud"]) == ("u1", "read", "https://api")
+            assert answer["token_type"] == "Bearer"
+            refresh = await introspect(token, token_type_hint="refresh_token")
+            assert refresh.json() == {"active": False}
+            wrong = await client.post(
+                server.introspection_url, data={"token": token}, auth=(client_id, "x")
+            )
+            assert wrong.status_code == 401
+            issuer.revoke_access_token(token)
+            assert (await introspect(token)).json() == {"active": False}
+    assert (server.discovery_requests, server.introspection_requests) == (1, 4)
