@@ -12,7 +12,7 @@ Example::
 from __future__ import annotations
 
 from ._jwks import JWKSCache, KeySetStatus
-from ._settings import KeySetOptions, VerifierSettings
+from ._settings import KeySetOptions, RedisStore, VerifierSettings
 from ._user import BetterAuthUser
 from ._verifier import TokenVerifier, VerifiedToken
 from .guards import requires_role, requires_scope
@@ -26,6 +26,7 @@ __all__ = [
     "JWKSCache",
     "KeySetOptions",
     "KeySetStatus",
+    "RedisStore",
     "TokenVerifier",
     "VerifiedToken",
     "VerifierSettings",

@@ -14,12 +14,12 @@ import math
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import unquote
 
 import anyio
@@ -37,6 +37,7 @@ __all__ = [
     "SessionClientStatus",
     "SessionCredential",
     "SessionRecord",
+    "SharedCache",
 ]
 
 logger = logging.getLogger("starlette_betterauth")
@@ -169,6 +170,21 @@ class SessionClientStatus:
     retry_in: float
 
 
+class SharedCache(Protocol):
+    """Answers shared with other processes, consulted before each get-session call."""
+
+    async def through(
+        self, credential: SessionCredential, call: Callable[[], Awaitable[SessionRecord]]
+    ) -> SessionRecord:
+        """The answer for ``credential``: a shared one, or ``call()``'s (shared in turn).
+
+        Raises only :class:`InvalidSessionError` and :class:`SessionServiceError`.
+        """
+
+    async def aclose(self) -> None:
+        """Release its connections."""
+
+
 class _Flight:
     """One get-session call that every concurrent lookup of a credential waits for."""
 
@@ -229,6 +245,8 @@ class SessionClient:
             ``outcome`` (``"accepted"``, ``"refused"`` or ``"unavailable"``),
             ``reason`` (the error's class name, or None) and ``duration`` (seconds
             of the call, or None). A hook that raises is logged and ignored.
+        shared: a cache shared by processes (the Redis one), asked before each
+            call this client would make, and told the answers.
 
     Raises:
         ConfigurationError: a URL that is not http(s), or a bad setting (named).
@@ -252,6 +270,7 @@ class SessionClient:
         max_body_size: int = 256 * 1024,
         retry_interval: float = 1.0,
         on_event: Callable[[str, Mapping[str, Any]], None] | None = None,
+        shared: SharedCache | None = None,
     ) -> None:
         check_http_url("the get-session URL", url)
         for name, number in (("cache_size", cache_size), ("max_body_size", max_body_size)):
@@ -280,6 +299,7 @@ class SessionClient:
         self._client = client
         self._owned_client: httpx.AsyncClient | None = None
         self._on_event = on_event
+        self.shared = shared
         self._timeout_extension = httpx.Timeout(self.timeout).as_dict()
         # Insertion order is eviction order (OrderedDict drops its oldest in O(1)).
         self._answers: OrderedDict[bytes, tuple[SessionRecord, float]] = OrderedDict()
@@ -366,10 +386,12 @@ class SessionClient:
         self._refusals.clear()
 
     async def aclose(self) -> None:
-        """Close the HTTP client if this instance made it."""
+        """Close the HTTP client if this instance made it, and the shared cache."""
         client, self._owned_client = self._owned_client, None
         if client is not None:
             await client.aclose()
+        if self.shared is not None:
+            await self.shared.aclose()
 
     # -- calling -------------------------------------------------------------------
 
@@ -382,7 +404,12 @@ class SessionClient:
             # it; the call is bounded by its own timeout.
             with anyio.CancelScope(shield=True):
                 try:
-                    record = await self._call(credential)
+                    if self.shared is None:
+                        record = await self._call(credential)
+                    else:
+                        record = await self.shared.through(
+                            credential, lambda: self._call(credential)
+                        )
                 except InvalidSessionError as exc:
                     flight.error = exc
                     self._remember_refusal(key)
