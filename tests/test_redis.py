@@ -475,3 +475,188 @@ async def test_a_link_closed_twice_releases_once(redis_server: RedisServer, pref
     await first.aclose()
     assert await second.get("missing") is None  # the pool is still there for the other
     await second.aclose()
+
+
+# -- get-session answers shared by the fleet ------------------------------------------------
+
+
+def shared_store(redis_server: RedisServer, prefix: str, **options: Any) -> RedisStore:
+    return store_for(redis_server.url, prefix, secondary_storage=False, **options)
+
+
+@asyncio_only
+async def test_shared_cache_makes_one_call_across_processes(
+    redis_server: RedisServer, server: JWKSServer, issuer: Issuer, prefix: str
+) -> None:
+    session, signed_out = issuer.session(), issuer.session()
+    issuer.revoke_session(signed_out)
+    store = shared_store(redis_server, prefix)
+    # Each middleware stands for a process: its own get-session client and caches.
+    apps = [make_app(server, [SessionToken(redis=store)]) for _ in range(4)]
+    codes: list[int] = []
+    async with (
+        client_for(apps[0]) as a,
+        client_for(apps[1]) as b,
+        client_for(apps[2]) as c,
+        client_for(apps[3]) as d,
+    ):
+        clients = [a, b, c, d]
+
+        async def call(index: int, token: str) -> None:
+            response = await clients[index % 4].get("/me", headers=bearer(token))
+            codes.append(response.status_code)
+
+        for token in (session.token, signed_out.token):
+            async with anyio.create_task_group() as group:
+                for index in range(200):
+                    group.start_soon(call, index, token)
+    assert codes.count(200) == 200
+    assert codes.count(401) == 200
+    assert server.session_requests == 2  # one per credential, across the four
+
+
+@asyncio_only
+async def test_a_crashed_lock_holder_blocks_one_lock_period_at_most(
+    redis_server: RedisServer, server: JWKSServer, issuer: Issuer, prefix: str
+) -> None:
+    from starlette_betterauth._sessions import SessionCredential
+
+    session = issuer.session()
+    store = shared_store(redis_server, prefix)
+    key = SessionCredential.bearer(session.token).key.hex()
+    client = redis_server.client()
+    # A worker took the lock and died: its lock stays until it expires.
+    client.set(f"{store.cache_prefix}lock:{key}", "dead-worker", px=60_000)
+    app = make_app(server, [SessionToken(redis=store, timeout=0.2)])
+    async with client_for(app) as http:
+        with anyio.fail_after(5):
+            response = await http.get("/me", headers=bearer(session.token))
+    client.close()
+    assert response.status_code == 200
+    assert server.session_requests == 1
+
+
+@asyncio_only
+async def test_shared_cache_faults(
+    redis_server: RedisServer, server: JWKSServer, issuer: Issuer, prefix: str
+) -> None:
+    from starlette_betterauth._sessions import SessionCredential
+
+    session = issuer.session()
+    key = SessionCredential.bearer(session.token).key.hex()
+    store = shared_store(redis_server, prefix)
+    client = redis_server.client()
+    client.set(f"{store.cache_prefix}answer:{key}", b'{"v":1,"session":"garbage"}', px=60_000)
+    down = RedisStore(f"redis://127.0.0.1:{free_port()}", secondary_storage=False, timeout=0.2)
+    refuse = RedisStore(
+        f"redis://127.0.0.1:{free_port()}",
+        secondary_storage=False,
+        timeout=0.2,
+        on_error="refuse",
+        retry_interval=3,
+    )
+    codes = []
+    for each in (store, down, refuse):
+        async with client_for(make_app(server, [SessionToken(redis=each)])) as http:
+            response = await http.get("/me", headers=bearer(session.token))
+            codes.append(response.status_code)
+    client.close()
+    # Garbage in the cache is a miss; Redis down is a direct call, or a 503 with "refuse".
+    assert codes == [200, 200, 503]
+    assert response.headers["retry-after"] == "3"
+    assert server.session_requests == 2
+
+
+# -- JWT revocation ------------------------------------------------------------------------
+
+
+@asyncio_only
+async def test_jwts_issued_before_the_users_revocation_are_refused(
+    redis_server: RedisServer,
+    server: JWKSServer,
+    issuer: Issuer,
+    storage: BetterAuthStorage,
+    prefix: str,
+) -> None:
+    user = "user-" + uuid.uuid4().hex[:8]
+    old = issuer.token(user_id=user, issued_at=time.time() - 60)
+    storage.revoke_user(user, at=time.time() - 30)
+    new = issuer.token(user_id=user)
+    unrevoked = issuer.token(issued_at=time.time() - 60)
+    app = make_app(server, [BearerJWT(redis=store_for(redis_server.url, prefix))])
+    async with client_for(app) as client:
+        codes = [
+            (await client.get("/me", headers=bearer(token))).status_code
+            for token in (old, new, unrevoked, old, new)
+        ]
+        no_iat = await client.get("/me", headers=bearer(issuer.token(user_id=user, iat=None)))
+    assert codes == [401, 200, 200, 401, 200]
+    assert no_iat.status_code == 401
+
+
+@asyncio_only
+async def test_jwt_with_sid_is_refused_once_its_session_is_gone(
+    redis_server: RedisServer,
+    server: JWKSServer,
+    issuer: Issuer,
+    storage: BetterAuthStorage,
+    prefix: str,
+) -> None:
+    session, other = issuer.session(), issuer.session()
+    storage.put(session)
+    storage.put(other)
+    token = issuer.token(user_id=session.user_id, sid=session.id)
+    unknown = issuer.token(user_id=session.user_id, sid="no-such-session")
+    store = store_for(redis_server.url, prefix)
+    now = make_app(server, [BearerJWT(redis=store, revocation_ttl=0)])
+    later = make_app(server, [BearerJWT(redis=store, revocation_ttl=60)])
+    async with client_for(now) as checks_each, client_for(later) as remembers:
+        before = [
+            (await c.get("/me", headers=bearer(token))).status_code
+            for c in (checks_each, remembers)
+        ]
+        assert (await checks_each.get("/me", headers=bearer(unknown))).status_code == 401
+        storage.sign_out(session)
+        after = [
+            (await c.get("/me", headers=bearer(token))).status_code
+            for c in (checks_each, remembers)
+        ]
+        body = (await remembers.get("/me", headers=bearer(token))).json()
+    assert before == [200, 200]
+    # revocation_ttl bounds how late a sign-out is seen: 0 at once, 60 s later here.
+    assert after == [401, 200]
+    assert body["session_id"] == session.id
+
+
+@asyncio_only
+async def test_known_revocations_hold_while_redis_fails(
+    redis_server: RedisServer,
+    server: JWKSServer,
+    issuer: Issuer,
+    storage: BetterAuthStorage,
+    prefix: str,
+) -> None:
+    session = issuer.session()
+    storage.put(session)
+    revoked_sid = issuer.token(user_id=session.user_id, sid=session.id)
+    marked_user = "user-" + uuid.uuid4().hex[:8]
+    marked = issuer.token(user_id=marked_user, issued_at=time.time() - 60)
+    storage.revoke_user(marked_user, at=time.time() - 30)
+    fresh = issuer.token()
+    store = store_for(redis_server.url, prefix, timeout=0.3, retry_interval=60)
+    app = make_app(server, [BearerJWT(redis=store, revocation_ttl=0)])
+    async with client_for(app) as client:
+        assert (await client.get("/me", headers=bearer(revoked_sid))).status_code == 200
+        storage.sign_out(session)
+        assert (await client.get("/me", headers=bearer(revoked_sid))).status_code == 401
+        assert (await client.get("/me", headers=bearer(marked))).status_code == 401
+        redis_server.pause()
+        try:
+            codes = [
+                (await client.get("/me", headers=bearer(token))).status_code
+                for token in (revoked_sid, marked, fresh)
+            ]
+        finally:
+            redis_server.resume()
+    # What this process knows stays refused; the rest is accepted on its signature.
+    assert codes == [401, 401, 200]
