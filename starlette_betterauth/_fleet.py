@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import secrets
 import time
 from collections import OrderedDict
@@ -312,8 +313,9 @@ class SharedAnswers:
 
     async def through(
         self, credential: SessionCredential, call: Callable[[], Awaitable[SessionRecord]]
-    ) -> SessionRecord:
-        """The answer for ``credential`` from Redis, or from ``call()`` stored for the others.
+    ) -> tuple[SessionRecord, float]:
+        """The answer for ``credential`` from Redis, or from ``call()`` stored for the others,
+        and the seconds it may be kept (a stored answer: until its entry ends).
 
         Raises only what ``call`` raises (InvalidSessionError, SessionServiceError),
         or SessionServiceError while Redis fails with ``on_error="refuse"``.
@@ -338,7 +340,7 @@ class SharedAnswers:
                     f"the shared session cache cannot be reached: {exc.message}",
                     retry_after=exc.retry_after,
                 ) from exc
-            return await call()
+            return await call(), math.inf
         if found is not None:
             self.hits += 1
             return found
@@ -349,14 +351,13 @@ class SharedAnswers:
             raise
         finally:
             await self._release(lock_key, owner)
-        await self._store(
-            answer_key, _dump(record), min(self.cache_ttl, record.expires_at - time.time())
-        )
-        return record
+        ttl = min(self.cache_ttl, record.expires_at - time.time())
+        await self._store(answer_key, _dump(record, time.time() + ttl), ttl)
+        return record, math.inf
 
     async def _answer_or_lock(
         self, credential: SessionCredential, answer_key: str, lock_key: str, owner: str
-    ) -> SessionRecord | None:
+    ) -> tuple[SessionRecord, float] | None:
         """The stored answer, or None once this owner holds the lock (or it outlived a holder)."""
         deadline = time.monotonic() + self.lock_ttl
         pause = _POLL_FIRST
@@ -390,7 +391,9 @@ class SharedAnswers:
         except RedisUnavailable:
             self.failures += 1  # the lock expires by itself
 
-    def _load(self, raw: bytes | None, credential: SessionCredential) -> SessionRecord | None:
+    def _load(
+        self, raw: bytes | None, credential: SessionCredential
+    ) -> tuple[SessionRecord, float] | None:
         if raw is None:
             return None
         try:
@@ -402,9 +405,10 @@ class SharedAnswers:
             return None
 
 
-def _dump(record: SessionRecord) -> bytes:
+def _dump(record: SessionRecord, until: float) -> bytes:
     document = {
         "v": 1,
+        "until": until,
         "session": record.session,
         "user": record.user,
         "sessionId": record.session_id,
@@ -415,7 +419,7 @@ def _dump(record: SessionRecord) -> bytes:
     return json.dumps(document, default=dict, separators=(",", ":")).encode()
 
 
-def _undump(raw: bytes, token: str) -> SessionRecord | None:
+def _undump(raw: bytes, token: str) -> tuple[SessionRecord, float] | None:
     document = json.loads(raw)
     if not isinstance(document, dict) or document.get("v") != 1:
         raise _Unusable("not an answer of this version")
@@ -427,18 +431,21 @@ def _undump(raw: bytes, token: str) -> SessionRecord | None:
     session, user = document.get("session"), document.get("user")
     session_id, user_id = document.get("sessionId"), document.get("userId")
     expires_at, token_hash = document.get("expiresAt"), document.get("tokenHash")
+    until = document.get("until")
     if not (
         isinstance(session, dict)
         and isinstance(user, dict)
         and isinstance(session_id, str)
         and isinstance(user_id, str)
         and isinstance(expires_at, int | float)
+        and isinstance(until, int | float)
         and token_hash == hashlib.sha256(token.encode()).hexdigest()
     ):
         raise _Unusable("not a session answer")
-    if expires_at <= time.time():
+    now = time.time()
+    if expires_at <= now or until <= now:
         return None
-    return SessionRecord(
+    record = SessionRecord(
         session=_freeze(session),
         user=_freeze(user),
         session_id=session_id,
@@ -446,6 +453,7 @@ def _undump(raw: bytes, token: str) -> SessionRecord | None:
         expires_at=float(expires_at),
         token_hash=token_hash,
     )
+    return record, until - now
 
 
 # -- revocation of JWTs ----------------------------------------------------------------------

@@ -175,8 +175,9 @@ class SharedCache(Protocol):
 
     async def through(
         self, credential: SessionCredential, call: Callable[[], Awaitable[SessionRecord]]
-    ) -> SessionRecord:
-        """The answer for ``credential``: a shared one, or ``call()``'s (shared in turn).
+    ) -> tuple[SessionRecord, float]:
+        """The answer for ``credential``: a shared one, or ``call()``'s (shared in turn),
+        and the seconds it may be kept (a shared answer ends with its shared entry).
 
         Raises only :class:`InvalidSessionError` and :class:`SessionServiceError`.
         """
@@ -404,10 +405,11 @@ class SessionClient:
             # it; the call is bounded by its own timeout.
             with anyio.CancelScope(shield=True):
                 try:
+                    keep = math.inf
                     if self.shared is None:
                         record = await self._call(credential)
                     else:
-                        record = await self.shared.through(
+                        record, keep = await self.shared.through(
                             credential, lambda: self._call(credential)
                         )
                 except InvalidSessionError as exc:
@@ -419,7 +421,7 @@ class SessionClient:
                     logger.warning("get-session at %s failed: %s", self.url, exc.message)
                 else:
                     flight.record = record
-                    self._remember_answer(key, record)
+                    self._remember_answer(key, record, keep)
         finally:
             del self._inflight[key]
             flight.done.set()
@@ -551,8 +553,8 @@ class SessionClient:
             token_hash=hashlib.sha256(credential.token.encode()).hexdigest(),
         )
 
-    def _remember_answer(self, key: bytes, record: SessionRecord) -> None:
-        ttl = min(self.cache_ttl, record.expires_at - time.time())
+    def _remember_answer(self, key: bytes, record: SessionRecord, keep: float = math.inf) -> None:
+        ttl = min(self.cache_ttl, record.expires_at - time.time(), keep)
         if ttl <= 0 or not self.cache_size:
             return
         answers = self._answers

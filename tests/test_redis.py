@@ -185,8 +185,8 @@ async def test_revocation_mark_ban_and_expiry_are_seen_at_once(
     storage.put(banned, banned=True)
     # A mark written after the first session was created and before the last.
     storage.mark(marked.user_id, at=time.time() + 0.001)
-    later_after_mark = issuer.session(marked.user_id)
     time.sleep(0.01)
+    later_after_mark = issuer.session(marked.user_id)
     storage.put(later_after_mark)
     app = make_app(server, [SessionToken(redis=store_for(redis_server.url, prefix))])
     async with client_for(app) as client:
@@ -660,3 +660,26 @@ async def test_known_revocations_hold_while_redis_fails(
             redis_server.resume()
     # What this process knows stays refused; the rest is accepted on its signature.
     assert codes == [401, 401, 200]
+
+
+@asyncio_only
+async def test_an_answer_taken_from_the_shared_cache_ends_with_its_entry(
+    redis_server: RedisServer, server: JWKSServer, issuer: Issuer, prefix: str
+) -> None:
+    session = issuer.session()
+    store = shared_store(redis_server, prefix)
+    first = make_app(server, [SessionToken(redis=store, cache_ttl=2)])
+    second = make_app(server, [SessionToken(redis=store, cache_ttl=2)])
+    async with client_for(first) as one, client_for(second) as two:
+        assert (await one.get("/me", headers=bearer(session.token))).status_code == 200
+        await anyio.sleep(1.2)
+        # The second process takes the answer from Redis with 0.8 s of it left.
+        assert (await two.get("/me", headers=bearer(session.token))).status_code == 200
+        issuer.revoke_session(session)
+        await anyio.sleep(1.4)
+        after = [
+            (await c.get("/me", headers=bearer(session.token))).status_code for c in (one, two)
+        ]
+    # Both kept the answer no longer than the entry in Redis: cache_ttl bounds a sign-out.
+    assert after == [401, 401]
+    assert server.session_requests == 2
