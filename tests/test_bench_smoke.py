@@ -7,6 +7,7 @@ not run here).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -47,3 +48,22 @@ def test_asgi_prints_the_repeated_and_first_seen_rows() -> None:
     for alg in ALGORITHMS:
         row = next(line for line in output.splitlines() if line.startswith(f"| {alg} |"))
         assert len(row.split("|")) == 9  # seven cells
+
+
+@pytest.mark.timeout(150)
+def test_fleet_prints_every_check() -> None:
+    from _redis import require_redis
+
+    require_redis()
+    root = str(BENCH.parent)
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "fleet.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "PYTHONPATH": root},
+    )
+    assert done.returncode == 0, done.stderr
+    for check in ("secondaryStorage", "revocation mark", "100 live sessions", "sign-out seen"):
+        assert check in done.stdout
