@@ -111,23 +111,33 @@ def _document(value: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
 def parse_stored_session(value: bytes, mark: bytes | None, token: str) -> SessionRecord:
     """The live session Better Auth stored under ``token``, checked as its ``findSession`` does.
 
+    A value that is not a session stored for this very token is no session, as
+    for Better Auth (which parses it to null): the token is the client's, and so
+    is the key read, so it may name any other key (``active-sessions-...``).
+
     Raises:
-        InvalidSessionError: the session has expired, or was created before its
-            user's revocation mark.
-        _Unusable: the value or mark is not what Better Auth writes.
+        InvalidSessionError: no session for ``token`` in the value, the session
+            has expired, or it was created before its user's revocation mark.
+        _Unusable: the revocation mark is not what Better Auth writes.
     """
-    session, user = _document(value)
+    try:
+        session, user = _document(value)
+    except _Unusable:
+        raise InvalidSessionError(_GONE) from None
     session_id, user_id = session.get("id"), session.get("userId")
-    if not isinstance(session_id, str) or not session_id:
-        raise _Unusable("session.id is not a string")
-    if not isinstance(user_id, str) or not user_id or user.get("id") != user_id:
-        raise _Unusable("session.userId is not a string equal to user.id")
-    if session.get("token", token) != token:
-        raise _Unusable("the value names another session")
     expires_at = _timestamp(session.get("expiresAt"))
     created_at = _timestamp(session.get("createdAt"))
-    if expires_at is None or created_at is None:
-        raise _Unusable("session.expiresAt or session.createdAt is not an ISO 8601 date")
+    if (
+        session.get("token") != token
+        or not isinstance(session_id, str)
+        or not session_id
+        or not isinstance(user_id, str)
+        or not user_id
+        or user.get("id") != user_id
+        or expires_at is None
+        or created_at is None
+    ):
+        raise InvalidSessionError(_GONE)
     if expires_at <= time.time():
         raise InvalidSessionError(_EXPIRED)
     if created_at * 1000 < _milliseconds(mark):
@@ -136,7 +146,7 @@ def parse_stored_session(value: bytes, mark: bytes | None, token: str) -> Sessio
         frozen_session = _freeze({k: v for k, v in session.items() if k != "token"})
         frozen_user = _freeze(user)
     except RecursionError:
-        raise _Unusable("a session value is nested too deeply") from None
+        raise InvalidSessionError(_GONE) from None
     return SessionRecord(
         session=frozen_session,
         user=frozen_user,
@@ -207,7 +217,9 @@ class StoredSessions:
         except RedisUnavailable as exc:
             return await self._unavailable(credential, exc.message, exc.retry_after)
         except _Unusable as exc:
-            logger.warning("unusable session in Redis (token %s): %s", _tag(credential), exc)
+            logger.warning(
+                "unusable revocation mark in Redis (token %s): %s", _tag(credential), exc
+            )
             return await self._unavailable(
                 credential, f"Redis holds an unusable value: {exc}", None
             )

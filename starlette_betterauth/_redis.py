@@ -292,15 +292,13 @@ class RedisLink:
                 f"Redis is not asked again for {wait:.1f} s ({health.reason})", wait
             )
         pool = self._pool()
-        from redis.exceptions import RedisError
-
         timeout = self.store.timeout
         try:
             with anyio.fail_after(timeout):
                 answer = await command(pool)
         except TimeoutError as exc:
             raise self._fail(f"Redis did not answer within {timeout:g} s") from exc
-        except (RedisError, OSError) as exc:
+        except (_redis_error(), OSError) as exc:
             raise self._fail(f"Redis failed ({type(exc).__name__}: {_short(exc)})") from exc
         if health.failed:
             health.failed = False
@@ -325,6 +323,12 @@ class RedisLink:
         ):
             raise self._fail(f"Redis answered a script with a {type(answer).__name__}")
         return answer[0], answer[1]
+
+
+def _redis_error() -> type[Exception]:
+    from redis.exceptions import RedisError  # imported once RedisLink checked it is installed
+
+    return RedisError
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

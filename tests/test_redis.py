@@ -7,6 +7,7 @@ asyncio; the trio test shows what the kinds do where Redis cannot be reached.
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import threading
@@ -231,7 +232,36 @@ async def test_session_cookie_is_read_from_secondary_storage_not_its_cookie_cach
 
 
 @asyncio_only
-async def test_unusable_value_falls_back_to_get_session_or_refuses(
+async def test_a_value_that_is_no_session_for_the_token_is_a_refusal(
+    redis_server: RedisServer,
+    server: JWKSServer,
+    issuer: Issuer,
+    storage: BetterAuthStorage,
+    prefix: str,
+) -> None:
+    # The key read is the client's token: it may name any of Better Auth's keys.
+    session, other = issuer.session(), issuer.session()
+    storage.put(session)
+    storage.put(other)
+    storage.client.set(prefix + "garbage-token", b"{not json")
+    storage.client.set(prefix + "copied-token", json.dumps(other.answer()))
+    tokens = [
+        "garbage-token",
+        "copied-token",  # a session stored under another token
+        f"active-sessions-{session.user_id}",
+        f"revoked-sessions-before-{session.user_id}",
+    ]
+    storage.mark(session.user_id, at=0.001)
+    app = make_app(server, [SessionToken(redis=store_for(redis_server.url, prefix))])
+    async with client_for(app) as client:
+        codes = [(await client.get("/me", headers=bearer(t))).status_code for t in tokens]
+    assert codes == [401, 401, 401, 401]
+    assert server.session_requests == 0
+    assert stored(app).link.retry_in() == 0  # no failure of Redis either
+
+
+@asyncio_only
+async def test_an_unusable_revocation_mark_falls_back_to_get_session_or_refuses(
     redis_server: RedisServer,
     server: JWKSServer,
     issuer: Issuer,
@@ -240,7 +270,8 @@ async def test_unusable_value_falls_back_to_get_session_or_refuses(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     session = issuer.session()
-    storage.client.set(prefix + session.token, b"{not json")
+    storage.put(session)
+    storage.client.set(f"{prefix}revoked-sessions-before-{session.user_id}", b"yesterday")
     fallback = make_app(server, [SessionToken(redis=store_for(redis_server.url, prefix))])
     refuse = make_app(
         server, [SessionToken(redis=store_for(redis_server.url, prefix, on_error="refuse"))]
