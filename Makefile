@@ -12,7 +12,7 @@ SERVER := examples/better-auth-server
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e . --group dev
 	touch $@
 
 venv: $(VENV)/.installed

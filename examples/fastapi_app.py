@@ -98,7 +98,7 @@ def create_app(
         Middleware(
             BetterAuthMiddleware,
             base_url=base_url,
-            public=["/public", "GET,HEAD /docs*", "GET,HEAD /openapi.json", "GET,HEAD /redoc"],
+            public=["/public", "GET,HEAD /docs/*", "GET,HEAD /openapi.json", "GET,HEAD /redoc"],
             warm_on_startup=True,
         )
     )

@@ -13,13 +13,14 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 import anyio
 
@@ -256,15 +257,35 @@ def _algorithm_list(value: str) -> tuple[str, ...]:
 
 
 def _out(text: str = "") -> None:
-    print(text, file=sys.stdout)
+    _write(sys.stdout, text)
 
 
 def _err(text: str) -> None:
-    print(text, file=sys.stderr)
+    _write(sys.stderr, text)
+
+
+def _write(stream: TextIO, text: str) -> None:
+    """Print ``text`` for a terminal: every line goes through :func:`doctor.clean`.
+
+    Values from a token or a key server may hold C1 controls (U+009B starts an
+    escape sequence), bidi overrides or lone surrogates; those are escaped, and a
+    stream that cannot encode some character gets a backslash escape, never an
+    error.
+    """
+    if not text.isprintable():
+        text = "\n".join(doctor.clean(line) for line in text.split("\n"))
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    try:
+        text.encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        text = text.encode("ascii", "backslashreplace").decode("ascii")
+    print(text, file=stream)
 
 
 def _print_json(document: Mapping[str, Any]) -> None:
-    print(json.dumps(document, indent=2, ensure_ascii=False), file=sys.stdout)
+    # ASCII only: every non-ASCII character, lone surrogates and controls included,
+    # is a \u escape, so any terminal or pipe takes it and any JSON parser reads it back.
+    print(json.dumps(document, indent=2, ensure_ascii=True), file=sys.stdout)
 
 
 def _show(value: object) -> str:
@@ -416,8 +437,13 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     _print_members(parsed.claims, times)
     iss = parsed.claims.get("iss")
     if isinstance(iss, str) and iss.startswith(("http://", "https://")):
+        # The URL comes from the unverified token: quoted, so pasting the line runs
+        # no command of its author's; and said to be the token's own word, since a
+        # forged token names a server whose keys would call it valid.
         _out()
-        _out(f"to verify it: {_PROG} verify - --base-url {doctor.clean(iss)}")
+        _out("to verify it against the server its iss names (that trusts the token's own")
+        _out("word: a forged token names its forger's server; prefer your server's URL):")
+        _out(f"  {_PROG} verify - --base-url {shlex.quote(doctor.clean(iss))}")
     return EXIT_OK
 
 

@@ -99,15 +99,33 @@ _MAX_HEADERS = 64
 _DECODER = json.JSONDecoder(object_pairs_hook=_unique_object, parse_constant=_reject_constant)
 
 
+def _is_unicode_text(text: str, value: object) -> bool:
+    """Whether ``value``, decoded from ``text``, holds no lone surrogate (I-JSON, RFC 7493).
+
+    UTF-8 input holds no surrogates, so only a ``\\u`` escape can make one; the
+    C encoder then checks every string, member names included, in one pass.
+    """
+    if "\\u" not in text:
+        return True
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError):
+        return False
+    return True
+
+
 def _decode_json(raw: bytes, name: str) -> dict[str, Any]:
     try:
-        value = _DECODER.decode(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
+        value = _DECODER.decode(text)
     except MalformedTokenError:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError):
         _fail(f"the {name} is not valid UTF-8 JSON")
     if type(value) is not dict:
         _fail(f"the {name} is not a JSON object")
+    if not _is_unicode_text(text, value):
+        _fail(f"the {name} is not Unicode text (an escaped lone surrogate; JWTs are I-JSON)")
     return value
 
 
@@ -169,7 +187,7 @@ def parse_token(token: str) -> ParsedToken:
                 except (ValueError, RecursionError):
                     pass  # the slow path names what is wrong
                 else:
-                    if end == len(text) and type(claims) is dict:
+                    if end == len(text) and type(claims) is dict and _is_unicode_text(text, claims):
                         return ParsedToken(
                             header.copy(),  # the caller owns its header
                             claims,

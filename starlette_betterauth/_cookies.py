@@ -24,11 +24,11 @@ this way is simply absent: the request is then treated as not carrying it.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import quote, unquote
 
 from .errors import ConfigurationError, InvalidSessionError
@@ -61,11 +61,18 @@ MAX_CHUNKS = 100
 _SECURE_PREFIXES = ("__Secure-", "__Host-", "")
 # A cookie name: an RFC 7230 token.
 _TOKEN_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# "<token>.<signature>": the signature is standard base64 of a 32-byte HMAC, 44
-# characters ending in "=" (better-call accepts no other length); the token is
-# everything before the last dot.
-_SIGNED = re.compile(r"([\x21-\x7e]{1,1024})\.([A-Za-z0-9+/]{43}=)")
+# The signature of "<token>.<signature>": standard base64 of a 32-byte HMAC, 44
+# characters ending in "=" (better-call accepts no other length). The token is
+# everything before the last dot, visible ASCII.
+_SIGNATURE = re.compile(r"[A-Za-z0-9+/]{43}=")
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+# "%XX" -> the character, for the ASCII range, hex digits in either case.
+_ASCII_ESCAPES = {
+    high + low: chr(code)
+    for code in range(0x80)
+    for high in {f"{code:02x}"[0], f"{code:02X}"[0]}
+    for low in {f"{code:02x}"[1], f"{code:02X}"[1]}
+}
 # encodeURIComponent's unreserved characters, beyond letters and digits.
 _URI_COMPONENT_SAFE = "-_.!~*'()"
 
@@ -86,34 +93,31 @@ def parse_cookies(headers: str | bytes | Iterable[str | bytes]) -> dict[str, str
         parse_cookies('a=1; b="2"; a=3')          # {'a': '1', 'b': '2'}
         parse_cookies([b"a=1", b"b=x%3D"])        # {'a': '1', 'b': 'x='}
     """
-    if isinstance(headers, str | bytes):
-        headers = (headers,)
-    parts: list[str] = []
-    budget = MAX_HEADER_BYTES
-    for header in headers:
-        text = header.decode("latin-1") if isinstance(header, bytes) else header
-        if len(text) > budget:
-            # Keep only the pairs that end within the budget.
-            cut = text.rfind(";", 0, budget + 1)
-            if cut > 0:
-                parts.append(text[:cut])
-            break
-        parts.append(text)
-        budget -= len(text) + 2  # the "; " that joins the next one
-        if budget <= 0:
-            break
+    if isinstance(headers, str):
+        text = headers
+    elif isinstance(headers, bytes):
+        text = headers.decode("latin-1")
+    else:
+        # Each header cut to the bound first, so a huge one costs no huge join.
+        text = "; ".join(
+            (header.decode("latin-1") if isinstance(header, bytes) else header)[
+                : MAX_HEADER_BYTES + 1
+            ]
+            for header in headers
+        )
+    if len(text) > MAX_HEADER_BYTES:
+        # Keep only the pairs that end within the bound.
+        text = text[: max(text.rfind(";", 0, MAX_HEADER_BYTES + 1), 0)]
     cookies: dict[str, str] = {}
-    for pair in "; ".join(parts).split(";"):
-        if len(pair) > MAX_COOKIE_BYTES:
-            continue
+    for pair in text.split(";"):
         eq = pair.find("=")
-        if eq < 0:
+        if eq < 0 or len(pair) > MAX_COOKIE_BYTES:
             continue
         name = pair[:eq].strip(" \t")
         if not name or name in cookies:
             continue
         value = pair[eq + 1 :].strip(" \t")
-        if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+        if value[:1] == '"' and len(value) >= 2 and value[-1] == '"':
             value = value[1:-1]
         if "%" in value:
             value = _percent_decode(value)
@@ -122,6 +126,20 @@ def parse_cookies(headers: str | bytes | Iterable[str | bytes]) -> dict[str, str
 
 
 def _percent_decode(value: str) -> str:
+    # The usual escapes (%3D, %2B, %2F in signed tokens) are ASCII: decoded here
+    # without urllib; anything else takes the careful path.
+    parts = value.split("%")
+    decoded = [parts[0]]
+    for part in parts[1:]:
+        char = _ASCII_ESCAPES.get(part[:2])
+        if char is None:
+            return _percent_decode_slowly(value)
+        decoded.append(char)
+        decoded.append(part[2:])
+    return "".join(decoded)
+
+
+def _percent_decode_slowly(value: str) -> str:
     # decodeURIComponent throws on a stray "%" or bytes that are not UTF-8, and
     # Better Auth then keeps the value as sent: so does this.
     if _BAD_ESCAPE.search(value):
@@ -181,8 +199,7 @@ class CookieNames:
 DEFAULT_COOKIE_NAMES = CookieNames.for_prefix()
 
 
-@dataclass(frozen=True, slots=True)
-class SessionCookies:
+class SessionCookies(NamedTuple):
     """Better Auth's session cookies found in a request.
 
     Attributes:
@@ -239,7 +256,7 @@ def find_session_cookies(
         if value:
             data, data_names = value, (name,)
             break
-        chunks = _chunks(cookies, name)
+        chunks = _chunks(cookies, name) if f"{name}.0" in cookies else None
         if chunks:
             data_names = tuple(chunk_name for chunk_name, _ in chunks)
             data = "".join(chunk for _, chunk in chunks)
@@ -281,13 +298,19 @@ def split_signed_token(value: str, *, secret: str | bytes | None = None) -> tupl
 
         token, _ = split_signed_token(found.token_value, secret=os.environ["BETTER_AUTH_SECRET"])
     """
-    match = _SIGNED.fullmatch(value)
-    if match is None:
+    token, dot, signature = value.rpartition(".")
+    if not (
+        dot
+        and 0 < len(token) <= 1024
+        and token.isascii()
+        and token.isprintable()
+        and " " not in token
+        and _SIGNATURE.fullmatch(signature)
+    ):
         raise InvalidSessionError(
             "the session token is not of the form <token>.<signature> "
             "(a Better Auth session_token cookie or signed session token)"
         )
-    token, signature = match.group(1), match.group(2)
     if secret is not None:
         # The pattern admits only well-formed base64 of 32 bytes.
         presented = base64.b64decode(signature)
@@ -311,4 +334,4 @@ def sign_session_token(token: str, secret: str | bytes) -> str:
 
 def _mac(token: str, secret: str | bytes) -> bytes:
     key = secret.encode("utf-8") if isinstance(secret, str) else secret
-    return hmac.new(key, token.encode("utf-8"), hashlib.sha256).digest()
+    return hmac.digest(key, token.encode("utf-8"), "sha256")

@@ -41,8 +41,9 @@ from typing import Any, TypeVar
 
 import anyio
 
+from ._frozen import freeze_json
 from ._redis import RedisLink, RedisUnavailable
-from ._sessions import SessionClient, SessionCredential, SessionRecord, _freeze, _timestamp
+from ._sessions import SessionClient, SessionCredential, SessionRecord, session_expiry
 from ._user import BetterAuthUser
 from .errors import InvalidSessionError, SessionServiceError
 
@@ -125,8 +126,8 @@ def parse_stored_session(value: bytes, mark: bytes | None, token: str) -> Sessio
     except _Unusable:
         raise InvalidSessionError(_GONE) from None
     session_id, user_id = session.get("id"), session.get("userId")
-    expires_at = _timestamp(session.get("expiresAt"))
-    created_at = _timestamp(session.get("createdAt"))
+    expires_at = session_expiry(session.get("expiresAt"))
+    created_at = session_expiry(session.get("createdAt"))
     if (
         session.get("token") != token
         or not isinstance(session_id, str)
@@ -143,8 +144,8 @@ def parse_stored_session(value: bytes, mark: bytes | None, token: str) -> Sessio
     if created_at * 1000 < _milliseconds(mark):
         raise InvalidSessionError(_REVOKED)
     try:
-        frozen_session = _freeze({k: v for k, v in session.items() if k != "token"})
-        frozen_user = _freeze(user)
+        frozen_session = freeze_json({k: v for k, v in session.items() if k != "token"})
+        frozen_user = freeze_json(user)
     except RecursionError:
         raise InvalidSessionError(_GONE) from None
     return SessionRecord(
@@ -458,8 +459,8 @@ def _undump(raw: bytes, token: str) -> tuple[SessionRecord, float] | None:
     if expires_at <= now or until <= now:
         return None
     record = SessionRecord(
-        session=_freeze(session),
-        user=_freeze(user),
+        session=freeze_json(session),
+        user=freeze_json(user),
         session_id=session_id,
         user_id=user_id,
         expires_at=float(expires_at),
@@ -602,8 +603,8 @@ def _created(value: bytes | None) -> float | None:
     if value is None:
         return None
     session, _ = _document(value)
-    expires_at = _timestamp(session.get("expiresAt"))
-    created_at = _timestamp(session.get("createdAt"))
+    expires_at = session_expiry(session.get("expiresAt"))
+    created_at = session_expiry(session.get("createdAt"))
     if expires_at is None or created_at is None:
         raise _Unusable("session.expiresAt or session.createdAt is not an ISO 8601 date")
     return None if expires_at <= time.time() else created_at * 1000

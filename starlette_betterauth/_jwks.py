@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -14,6 +14,7 @@ from email.utils import parsedate_to_datetime
 import anyio
 import httpx
 
+from ._http import ACCEPT_IDENTITY, BodyTooLarge, ContentEncoded, read_limited
 from ._keys import SUPPORTED_ALGORITHMS, SkippedKey, VerificationKey, parse_key_set
 from ._observability import EventHook, emit, logger
 from ._settings import KeySetOptions, check_algorithms, check_http_url
@@ -28,6 +29,12 @@ __all__ = ["JWKSCache", "KeySetStatus"]
 
 _MAX_AGE = re.compile(r"(?:^|,)\s*(?:s-)?max-age\s*=\s*\"?(\d{1,10})", re.IGNORECASE)
 _NO_CACHE = re.compile(r"(?:^|,)\s*no-(?:cache|store)\b", re.IGNORECASE)
+# Skipped keys logged one line each, per fetch; the rest in one line.
+_MAX_SKIPPED_LOGGED = 10
+# Kids a refetch looked for and did not find, remembered to refuse them at once.
+_MAX_ABSENT_KIDS = 1024
+# A key set is asked for uncompressed, so the size cap bounds the bytes held.
+_REQUEST_HEADERS = dict([("accept", "application/jwk-set+json, application/json"), ACCEPT_IDENTITY])
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +79,12 @@ class JWKSCache:
     ``refresh_cooldown`` seconds; requests arriving within the cooldown wait for
     the next fetch instead of being refused, so a freshly rotated key is accepted
     on its first use while a flood of random ``kid`` values costs at most one fetch
-    per cooldown. When a refresh fails, the last good keys keep serving for up to
-    ``max_stale`` seconds and the fetch is retried after ``retry_interval`` seconds.
+    per cooldown. A ``kid`` that a refetch already looked for and did not find
+    (the last 1,024 such kids are remembered) is refused at once within the
+    cooldown instead of waiting for it, so replaying one forged token holds no
+    request; it may still trigger a refetch once the cooldown is over. When a
+    refresh fails, the last good keys keep serving for up to ``max_stale``
+    seconds and the fetch is retried after ``retry_interval`` seconds.
 
     Args:
         url: the JWKS endpoint, e.g. ``https://auth.example.com/api/auth/jwks``.
@@ -121,6 +132,7 @@ class JWKSCache:
         self._owned_client: httpx.AsyncClient | None = None
         self._on_event = on_event
         self._keys: dict[str, VerificationKey] = {}
+        self._absent: OrderedDict[str, None] = OrderedDict()  # oldest first
         self._skipped: tuple[SkippedKey, ...] = ()
         self._loaded_at: float | None = None  # monotonic time of the last good fetch
         self._fresh_until = -math.inf  # no fetch needed before this
@@ -187,6 +199,15 @@ class JWKSCache:
         """
         return kid in self._keys and self._usable(time.monotonic())
 
+    def is_current(self, key: VerificationKey) -> bool:
+        """Whether ``key`` is still the loaded key of its kid, in a usable set (no I/O).
+
+        False once the kid left the key set, the set went stale beyond
+        ``max_stale``, or the kid was reused for other key material: the
+        middleware's token cache keeps a result only while this holds.
+        """
+        return self._keys.get(key.kid) is key and self._usable(time.monotonic())
+
     def _usable(self, now: float) -> bool:
         return now < self._usable_until
 
@@ -211,13 +232,16 @@ class JWKSCache:
             now = time.monotonic()
         key = self._keys.get(kid)
         if key is None and self._usable(now):
-            # Unknown kid: the key set may have rotated since the last fetch.
-            await self._fetch_started_after(now)
+            # Unknown kid: the key set may have rotated since the last fetch. A kid
+            # a refetch already missed does not wait out the cooldown for another.
+            await self._fetch_started_after(now, wait=kid not in self._absent)
             key = self._keys.get(kid)
             if key is None and self._last_error is not None:
                 # The refetch failed: the kid may well be a rotated key, so the
                 # answer is "try again later", not "your token is bad".
                 raise self._unavailable()
+            if key is None:
+                self._remember_absent(kid)
         if not self._usable(time.monotonic()):
             raise self._unavailable()
         if key is None:
@@ -255,11 +279,21 @@ class JWKSCache:
         if time.monotonic() >= self._fresh_until:
             await self._run_fetch()
 
-    async def _fetch_started_after(self, since: float, *, cooldown: bool = True) -> None:
+    def _remember_absent(self, kid: str) -> None:
+        absent = self._absent
+        absent[kid] = None
+        absent.move_to_end(kid)
+        if len(absent) > _MAX_ABSENT_KIDS:
+            absent.popitem(last=False)
+
+    async def _fetch_started_after(
+        self, since: float, *, cooldown: bool = True, wait: bool = True
+    ) -> None:
         """Wait until a fetch that started at or after ``since`` has finished.
 
         Concurrent callers share one fetch, and fetches start at most once per
-        ``refresh_cooldown``: a caller inside the cooldown waits for its end.
+        ``refresh_cooldown``: a caller inside the cooldown waits for its end, or
+        with ``wait=False`` returns at once (a fetch in flight is still awaited).
         """
         for _ in range(8):  # each pass waits for a later fetch; a few suffice
             if self._done_start >= since:
@@ -273,6 +307,8 @@ class JWKSCache:
                 else 0.0
             )
             if gap > 0:
+                if not wait:
+                    return
                 await anyio.sleep(gap)
                 continue
             await self._run_fetch()
@@ -322,25 +358,45 @@ class JWKSCache:
             )
             return
         duration = self._fetch_ended(started)
-        for label, reason in skipped:
+        for label, reason in skipped[:_MAX_SKIPPED_LOGGED]:
             logger.warning("key set from %s: skipping %s: %s", self.url, label, reason)
+        if len(skipped) > _MAX_SKIPPED_LOGGED:
+            logger.warning(
+                "key set from %s: skipping %d more keys (KeySetStatus.skipped lists them all)",
+                self.url,
+                len(skipped) - _MAX_SKIPPED_LOGGED,
+            )
         now = time.monotonic()
-        gained = sorted(keys.keys() - self._keys.keys())
-        lost = sorted(self._keys.keys() - keys.keys())
+        previous = self._keys
+        gained = sorted(keys.keys() - previous.keys())
+        lost = sorted(previous.keys() - keys.keys())
+        replaced = []
+        for kid, key in keys.items():
+            # An unchanged key keeps its object: results verified with it (the
+            # middleware's token cache checks identity) stay valid across refetches.
+            old = previous.get(kid)
+            if old is not None:
+                if old.same_key(key):
+                    keys[kid] = old
+                else:
+                    replaced.append(kid)
         self._keys = keys
+        for kid in keys:
+            self._absent.pop(kid, None)
         self._skipped = skipped
         self._loaded_at = now
         self._last_error = None
         ttl = self._ttl_from(cache_control)
         self._fresh_until = now + ttl
         self._usable_until = now + ttl + self.options.max_stale
-        if gained or lost:
+        if gained or lost or replaced:
             logger.info(
-                "key set from %s: %d keys, gained %s, lost %s",
+                "key set from %s: %d keys, gained %s, lost %s%s",
                 self.url,
                 len(keys),
                 gained or "none",
                 lost or "none",
+                f", new key material under {sorted(replaced)}" if replaced else "",
             )
         else:
             logger.debug("key set from %s: %d keys, unchanged", self.url, len(keys))
@@ -352,6 +408,7 @@ class JWKSCache:
                 "keys": len(keys),
                 "gained": gained,
                 "lost": lost,
+                "replaced": sorted(replaced),
                 "duration": duration,
             },
         )
@@ -393,7 +450,7 @@ class JWKSCache:
                 async with client.stream(
                     "GET",
                     self.url,
-                    headers={"accept": "application/jwk-set+json, application/json"},
+                    headers=_REQUEST_HEADERS,
                     follow_redirects=False,
                 ) as response:
                     self._clock_offset = _clock_offset(response.headers.get("date"))
@@ -401,27 +458,18 @@ class JWKSCache:
                         raise KeySetFetchError(
                             f"the key server answered HTTP {response.status_code}"
                         )
-                    declared = response.headers.get("content-length", "")
-                    if declared.isdigit() and int(declared) > self.options.max_body_size:
-                        raise KeySetInvalidError(
-                            f"the key set is larger than {self.options.max_body_size} bytes"
-                        )
-                    chunks: list[bytes] = []
-                    size = 0
-                    body = response.aiter_bytes()
-                    try:
-                        async for chunk in body:
-                            size += len(chunk)
-                            if size > self.options.max_body_size:
-                                raise KeySetInvalidError(
-                                    f"the key set is larger than {self.options.max_body_size} bytes"
-                                )
-                            chunks.append(chunk)
-                    except BaseException:
-                        with anyio.CancelScope(shield=True):
-                            await _abandon(response, body)
-                        raise
-                    return b"".join(chunks), response.headers.get("cache-control")
+                    body = await read_limited(response, self.options.max_body_size)
+                    return body, response.headers.get("cache-control")
+        except ContentEncoded as exc:
+            raise KeySetInvalidError(
+                f"the key server answered Content-Encoding {str(exc)!r} although the key set "
+                "is asked for uncompressed (Accept-Encoding: identity); serve it without "
+                "compression"
+            ) from exc
+        except BodyTooLarge as exc:
+            raise KeySetInvalidError(
+                f"the key set is larger than {self.options.max_body_size} bytes"
+            ) from exc
         except TimeoutError as exc:
             raise KeySetFetchError(
                 f"the key server did not answer within {self.options.timeout} s"
@@ -430,19 +478,6 @@ class JWKSCache:
             raise KeySetFetchError(
                 f"the key server could not be reached ({type(exc).__name__})"
             ) from exc
-
-
-async def _abandon(response: httpx.Response, body: AsyncIterator[bytes]) -> None:
-    """Stop reading ``response`` midway without leaving httpx's generators suspended.
-
-    httpx streams a body through nested async generators; one dropped unfinished is
-    finalized by the garbage collector, which trio reports as a ResourceWarning. Once
-    the response is closed the next read fails, and that failure ends all of them.
-    """
-    await response.aclose()
-    with contextlib.suppress(Exception):
-        for _ in range(16):  # what was already buffered, then the failed read
-            await body.__anext__()
 
 
 def _clock_offset(date: str | None) -> float | None:

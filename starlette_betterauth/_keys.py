@@ -3,8 +3,9 @@
 Each JWK is parsed once, by PyJWT, into a key object of ``cryptography``; the
 signature check calls that object's ``verify`` directly, with padding and hash
 objects built once per algorithm (a JWS ECDSA signature, raw ``r || s``, is
-re-encoded as DER first). A key verifies only the algorithm its JWK names or, when
-it names none, the ones its type allows.
+re-encoded as DER first). A key verifies one algorithm: the one its JWK names or,
+when it names none, the one of its type (curves have one; an RSA key is taken as
+RS256, since PS256 is only ever used by a key whose JWK says so, as Better Auth's do).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from jwt.api_jwk import PyJWK
@@ -36,15 +37,21 @@ __all__ = [
 #: Every algorithm the package can verify. HMAC and ``none`` are never among them.
 SUPPORTED_ALGORITHMS: frozenset[str] = frozenset({"EdDSA", "ES256", "ES512", "RS256", "PS256"})
 
-_CURVE_ALGORITHMS = {
-    ("OKP", "Ed25519"): frozenset({"EdDSA"}),
-    ("OKP", "Ed448"): frozenset({"EdDSA"}),
-    ("EC", "P-256"): frozenset({"ES256"}),
-    ("EC", "P-521"): frozenset({"ES512"}),
-    ("RSA", None): frozenset({"RS256", "PS256"}),
+# (kty, crv) -> the algorithms a JWK of that type may name, and the one it is used
+# for when it names none.
+_KEY_TYPE_ALGORITHMS: dict[tuple[str, str | None], tuple[frozenset[str], str]] = {
+    ("OKP", "Ed25519"): (frozenset({"EdDSA"}), "EdDSA"),
+    ("OKP", "Ed448"): (frozenset({"EdDSA"}), "EdDSA"),
+    ("EC", "P-256"): (frozenset({"ES256"}), "ES256"),
+    ("EC", "P-521"): (frozenset({"ES512"}), "ES512"),
+    ("RSA", None): (frozenset({"RS256", "PS256"}), "RS256"),
 }
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _MIN_RSA_BITS = 2048
+# Verification costs grow with the public exponent's length: a 3,000-bit one makes
+# each check of a forged token 100x costlier. 65537 (17 bits) is what everyone uses;
+# 32 bits is about the bound of BoringSSL (33) and Go (31).
+_MAX_RSA_EXPONENT_BITS = 32
 #: Keys read from one key set; later entries are skipped.
 MAX_KEYS = 100
 #: ``(label, reason)`` of a key left out of a key set.
@@ -141,6 +148,22 @@ class VerificationKey:
         """Check a signature made with ``alg``, which must be one of this key's algorithms."""
         return _VERIFIERS[alg](self.key, signing_input, signature)
 
+    def same_key(self, other: VerificationKey) -> bool:
+        """Whether ``other`` is this key: same kid, type, algorithms and public key material."""
+        return (self.kid, self.kty, self.crv, self.algorithms) == (
+            other.kid,
+            other.kty,
+            other.crv,
+            other.algorithms,
+        ) and _public_der(self.key) == _public_der(other.key)
+
+
+def _public_der(key: Any) -> bytes:
+    der: bytes = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return der
+
 
 def parse_jwk(jwk: Mapping[str, Any], accepted: frozenset[str]) -> VerificationKey:
     """Build a VerificationKey from a public JWK, or raise KeyRejected with the reason."""
@@ -159,28 +182,37 @@ def parse_jwk(jwk: Mapping[str, Any], accepted: frozenset[str]) -> VerificationK
     key_ops = jwk.get("key_ops")
     if key_ops is not None and (not isinstance(key_ops, list) or "verify" not in key_ops):
         raise KeyRejected("its key_ops do not include 'verify'")
-    allowed = _CURVE_ALGORITHMS.get((kty, crv if kty != "RSA" else None))
-    if allowed is None:
+    known = _KEY_TYPE_ALGORITHMS.get((kty, crv if kty != "RSA" else None))
+    if known is None:
         raise KeyRejected(f"key type {kty!r} with curve {crv!r} is not supported")
+    allowed, default = known
     alg = jwk.get("alg")
     if alg is not None and not isinstance(alg, str):
         raise KeyRejected("its alg is not a string")
-    if alg is not None:
-        if alg not in allowed:
-            raise KeyRejected(f"its alg {alg!r} does not fit key type {kty!r}")
-        allowed = frozenset({alg})
-    if not allowed & accepted:
-        raise KeyRejected(f"none of its algorithms ({', '.join(sorted(allowed))}) is accepted")
-    allowed &= accepted
+    if alg is not None and alg not in allowed:
+        raise KeyRejected(f"its alg {alg!r} does not fit key type {kty!r}")
+    algorithm = default if alg is None else alg
+    if algorithm not in accepted:
+        implied = f" (a {kty} key without alg is taken as {default})" if alg is None else ""
+        raise KeyRejected(f"none of its algorithms ({algorithm}) is accepted{implied}")
     try:
-        key = PyJWK(dict(jwk), next(iter(sorted(allowed)))).key
+        key = PyJWK(dict(jwk), algorithm).key
     except PyJWTError as exc:
         raise KeyRejected(f"its members do not form a valid key ({exc})") from exc
     if kty == "RSA" and key.key_size < _MIN_RSA_BITS:
         raise KeyRejected(f"its RSA modulus has {key.key_size} bits, fewer than {_MIN_RSA_BITS}")
-    if kty == "RSA" and _has_roca_fingerprint(key.public_numbers().n):
-        raise KeyRejected("its RSA modulus comes from a weak key generator (ROCA, CVE-2017-15361)")
-    return VerificationKey(kid=kid, kty=kty, crv=crv, algorithms=allowed, key=key)
+    if kty == "RSA":
+        numbers = key.public_numbers()
+        if numbers.e.bit_length() > _MAX_RSA_EXPONENT_BITS:
+            raise KeyRejected(
+                f"its RSA public exponent has {numbers.e.bit_length()} bits, "
+                f"more than {_MAX_RSA_EXPONENT_BITS} (65537 is usual)"
+            )
+        if _has_roca_fingerprint(numbers.n):
+            raise KeyRejected(
+                "its RSA modulus comes from a weak key generator (ROCA, CVE-2017-15361)"
+            )
+    return VerificationKey(kid=kid, kty=kty, crv=crv, algorithms=frozenset({algorithm}), key=key)
 
 
 def parse_key_set(
@@ -189,7 +221,8 @@ def parse_key_set(
     """Parse a JWKS document into usable keys by kid, and the keys left out with why.
 
     Each unusable member is skipped with its reason (never a crash); a kid
-    used twice keeps its first key.
+    used twice keeps its first key. Only the first :data:`MAX_KEYS` members are
+    read; the others are listed as one skipped entry that counts them.
 
     Raises:
         KeySetInvalidError: not a JSON object with a ``keys`` list, or no usable key.
@@ -202,7 +235,8 @@ def parse_key_set(
         raise KeySetInvalidError('the key set is not a JSON object with a "keys" list')
     keys: dict[str, VerificationKey] = {}
     skipped: list[SkippedKey] = []
-    for index, jwk in enumerate(document["keys"][:MAX_KEYS]):
+    listed = document["keys"]
+    for index, jwk in enumerate(listed[:MAX_KEYS]):
         label = f"key #{index}"
         try:
             if not isinstance(jwk, dict):
@@ -217,6 +251,15 @@ def parse_key_set(
             skipped.append((label, str(exc)))
             continue
         keys[key.kid] = key
+    if len(listed) > MAX_KEYS:
+        left_out = len(listed) - MAX_KEYS
+        skipped.append(
+            (
+                f"keys #{MAX_KEYS}-#{len(listed) - 1}" if left_out > 1 else f"key #{MAX_KEYS}",
+                f"the key set lists {len(listed)} keys; only the first {MAX_KEYS} are read "
+                f"({left_out} left out)",
+            )
+        )
     if not keys:
         reasons = "; ".join(f"{label}: {reason}" for label, reason in skipped[:3])
         more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""

@@ -5,8 +5,8 @@ Events
 An ``on_event(name, data)`` hook is called synchronously, so keep it cheap
 (increment a counter). Every HTTP request and websocket handshake the middleware
 handles emits exactly one of ``accepted``, ``anonymous`` or ``refused``; the
-key-set cache adds its ``jwks_*`` events. Names and data keys are stable; new
-keys may be added. A hook that raises is logged and ignored.
+key-set cache adds its ``jwks_*`` events and the session kinds ``session_lookup``.
+Names and data keys are stable; new keys may be added. A hook that raises is logged and ignored.
 
 ============  ======================================  ========================================
 name          when                                    data
@@ -20,10 +20,17 @@ refused       answered 401, 403 or 503; the app is    ``path``; ``reason``: the 
                                                       ``status``
 jwks_fetch    a key-set fetch starts                  ``url``
 jwks_refresh  the fetch succeeded                     ``url``; ``keys`` (count); ``gained``,
-                                                      ``lost`` (sorted kids); ``duration`` (s)
+                                                      ``lost``, ``replaced`` (sorted kids;
+                                                      replaced: new key material under a
+                                                      known kid); ``duration`` (s)
 jwks_failure  the fetch failed                        ``url``; ``error`` (message); ``reason``
                                                       (class name); ``stale`` (old keys still
                                                       serving); ``duration`` (s)
+session_      a session kind looked a session up      ``kind`` (``cookie``/``bearer``);
+lookup        (get-session, or its cache)             ``cached``; ``shared`` (waited for
+                                                      another request's call); ``outcome``
+                                                      (``accepted``, ``refused``,
+                                                      ``unavailable``); ``reason``; ``duration``
 ============  ======================================  ========================================
 
 ``path`` is unbounded: do not use it as a metric label. ``reason`` is bounded by
@@ -51,7 +58,13 @@ __all__ = ["EVENT_NAMES", "EventHook", "EventName", "emit", "logger", "token_fin
 logger: Final = logging.getLogger("starlette_betterauth")
 
 EventName: TypeAlias = Literal[
-    "accepted", "anonymous", "refused", "jwks_fetch", "jwks_refresh", "jwks_failure"
+    "accepted",
+    "anonymous",
+    "refused",
+    "jwks_fetch",
+    "jwks_refresh",
+    "jwks_failure",
+    "session_lookup",
 ]
 #: Every event name a hook can receive.
 EVENT_NAMES: Final[frozenset[str]] = frozenset(get_args(EventName))

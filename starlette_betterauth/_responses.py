@@ -21,6 +21,10 @@ ErrorResponse = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 #: The refusal of a request that carries no token, shared by the middleware and the guards.
 MISSING_TOKEN_MESSAGE = "this endpoint needs a bearer token"
+#: What any caller is told when the key set or get-session cannot be had. Why (the
+#: server's status, which kids were skipped and for what) goes to the log and the
+#: ``on_error`` hook only.
+SERVICE_UNAVAILABLE_MESSAGE = "the credentials cannot be checked now; retry later"
 
 
 def missing_token() -> MissingTokenError:
@@ -36,7 +40,12 @@ def _quoted(text: str) -> str:
 
 
 def error_response(error: BetterAuthError, *, retry_after: int = 5) -> ErrorResponse:
-    """Status, headers and body for ``error``; never includes the token."""
+    """Status, headers and body for ``error``; never includes the token.
+
+    A :class:`ServiceUnavailableError` (503) is answered with a generic message:
+    its own message describes the Better Auth server and its keys, which is for
+    the operator's log.
+    """
     challenge = "Bearer"
     if error.error_code is not None:
         challenge += f' error="{error.error_code}", error_description="{_quoted(error.message)}"'
@@ -51,7 +60,11 @@ def error_response(error: BetterAuthError, *, retry_after: int = 5) -> ErrorResp
         headers.append((b"retry-after", str(seconds).encode("ascii")))
     document = {
         "error": error.error_code or _default_code(error),
-        "error_description": error.message,
+        "error_description": (
+            SERVICE_UNAVAILABLE_MESSAGE
+            if isinstance(error, ServiceUnavailableError)
+            else error.message
+        ),
     }
     body = json.dumps(document, separators=(",", ":")).encode("utf-8")
     headers.append((b"content-length", str(len(body)).encode("ascii")))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 import re
 import time
@@ -18,7 +17,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from types import MappingProxyType
 from typing import Any, Literal, Protocol
 from urllib.parse import unquote
 
@@ -26,7 +24,15 @@ import anyio
 import httpx
 
 from ._cookies import encode_cookie_value
-from ._http import BodyTooLarge, parse_retry_after, read_limited
+from ._frozen import freeze_json
+from ._http import (
+    ACCEPT_IDENTITY,
+    BodyTooLarge,
+    ContentEncoded,
+    parse_retry_after,
+    read_limited,
+)
+from ._observability import EventHook, emit, logger
 from ._settings import check_http_url
 from .errors import ConfigurationError, InvalidSessionError, SessionServiceError
 
@@ -38,9 +44,8 @@ __all__ = [
     "SessionCredential",
     "SessionRecord",
     "SharedCache",
+    "session_expiry",
 ]
-
-logger = logging.getLogger("starlette_betterauth")
 
 #: Longest cookie value or bearer token sent to get-session, in characters.
 MAX_CREDENTIAL_LENGTH = 4096
@@ -270,7 +275,7 @@ class SessionClient:
         timeout: float = 5.0,
         max_body_size: int = 256 * 1024,
         retry_interval: float = 1.0,
-        on_event: Callable[[str, Mapping[str, Any]], None] | None = None,
+        on_event: EventHook | None = None,
         shared: SharedCache | None = None,
     ) -> None:
         check_http_url("the get-session URL", url)
@@ -441,7 +446,7 @@ class SessionClient:
             ) from exc
 
     def _request(self, credential: SessionCredential) -> httpx.Request:
-        headers = [("accept", "application/json"), ("user-agent", _USER_AGENT)]
+        headers = [("accept", "application/json"), ACCEPT_IDENTITY, ("user-agent", _USER_AGENT)]
         if credential.kind == "cookie":
             headers.append(("cookie", f"{credential.name}={encode_cookie_value(credential.value)}"))
         else:
@@ -469,7 +474,12 @@ class SessionClient:
             raise SessionServiceError(
                 f"the get-session answer is larger than {self.max_body_size} bytes"
             ) from exc
-        except TimeoutError as exc:
+        except ContentEncoded as exc:
+            raise SessionServiceError(
+                f"get-session answered Content-Encoding {str(exc)!r} although it is asked for "
+                "uncompressed (Accept-Encoding: identity)"
+            ) from exc
+        except (TimeoutError, httpx.TimeoutException) as exc:
             raise self._back_off(
                 f"get-session did not answer within {self.timeout:g} s", None
             ) from exc
@@ -534,14 +544,14 @@ class SessionClient:
         token = session.get("token")
         if token is not None and token != credential.token:
             raise _bad_shape("it names another session")
-        expires_at = _timestamp(session.get("expiresAt"))
+        expires_at = session_expiry(session.get("expiresAt"))
         if expires_at is None:
             raise _bad_shape("session.expiresAt is not an ISO 8601 date")
         if expires_at <= time.time():
             raise InvalidSessionError(_EXPIRED)
         try:
-            frozen_session = _freeze({k: v for k, v in session.items() if k != "token"})
-            frozen_user = _freeze(user)
+            frozen_session = freeze_json({k: v for k, v in session.items() if k != "token"})
+            frozen_user = freeze_json(user)
         except RecursionError as exc:
             raise _bad_shape("it is nested too deeply") from exc
         return SessionRecord(
@@ -605,10 +615,7 @@ class SessionClient:
             "reason": reason,
             "duration": duration,
         }
-        try:
-            self._on_event("session_lookup", data)
-        except Exception:  # an observer must never break authentication
-            logger.exception("the on_event hook raised on 'session_lookup'")
+        emit(self._on_event, "session_lookup", data)
 
 
 def _settled(
@@ -627,7 +634,7 @@ def _finite(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _timestamp(value: object) -> float | None:
+def session_expiry(value: object) -> float | None:
     """Unix seconds from a JSON date (a JavaScript ``Date``: ISO 8601), or None."""
     if not isinstance(value, str) or len(value) > 64:
         return None
@@ -638,12 +645,3 @@ def _timestamp(value: object) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return when.timestamp()
-
-
-def _freeze(value: Any) -> Any:
-    """A read-only copy of a JSON value: objects as mappings, arrays as tuples."""
-    if isinstance(value, dict):
-        return MappingProxyType({key: _freeze(item) for key, item in value.items()})
-    if isinstance(value, list):
-        return tuple(_freeze(item) for item in value)
-    return value

@@ -8,6 +8,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from ._keys import VerificationKey
 from .errors import ConfigurationError
 
 __all__ = ["TokenCache"]
@@ -19,9 +20,11 @@ class TokenCache(Generic[T]):
     """Verified results keyed on the exact token string.
 
     An entry never outlives the token's ``exp`` (plus leeway) nor ``ttl``
-    seconds, is dropped when its key has left the key set (``key_present``),
-    and only successful verifications are ever put. When full, the oldest entry
-    is evicted. ``max_entries=0`` or ``ttl=0`` switches the cache off.
+    seconds, and is dropped once the key that verified it is no longer the
+    current key of the key set (``key_current``): gone, stale, or its kid
+    reused for other key material. Only successful verifications are ever put.
+    When full, the oldest entry is evicted. ``max_entries=0`` or ``ttl=0``
+    switches the cache off.
 
     Raises:
         ConfigurationError: a negative size, or a ttl that is not a finite number >= 0.
@@ -33,7 +36,7 @@ class TokenCache(Generic[T]):
         max_entries: int,
         ttl: float,
         leeway: float,
-        key_present: Callable[[str], bool],
+        key_current: Callable[[VerificationKey], bool],
     ) -> None:
         if max_entries < 0:
             raise ConfigurationError("token_cache_size must be >= 0 (0 switches the cache off)")
@@ -42,10 +45,10 @@ class TokenCache(Generic[T]):
         self.max_entries = max_entries if ttl > 0 else 0
         self.ttl = ttl
         self.leeway = leeway
-        self._key_present = key_present
+        self._key_current = key_current
         # Insertion order is eviction order. OrderedDict drops its oldest entry in
         # O(1); a dict's first key is found by scanning past deleted slots.
-        self._entries: OrderedDict[str, tuple[T, str, float, float]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[T, VerificationKey, float, float]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -55,21 +58,21 @@ class TokenCache(Generic[T]):
         entry = self._entries.get(token)
         if entry is None:
             return None
-        value, kid, expires, deadline = entry
-        if time.time() < expires and time.monotonic() < deadline and self._key_present(kid):
+        value, key, expires, deadline = entry
+        if time.time() < expires and time.monotonic() < deadline and self._key_current(key):
             return value
         self._entries.pop(token, None)
         return None
 
-    def put(self, token: str, value: T, kid: str, exp: float | None) -> None:
-        """Remember a successful verification of ``token``."""
+    def put(self, token: str, value: T, key: VerificationKey, exp: float | None) -> None:
+        """Remember a successful verification of ``token`` by ``key``."""
         if not self.max_entries:
             return
         entries = self._entries
         if token not in entries and len(entries) >= self.max_entries:
             entries.popitem(last=False)
         expires = exp + self.leeway if exp is not None else math.inf
-        entries[token] = (value, kid, expires, time.monotonic() + self.ttl)
+        entries[token] = (value, key, expires, time.monotonic() + self.ttl)
 
     def clear(self) -> None:
         """Forget every entry."""

@@ -8,14 +8,17 @@ from typing import Any, TypeAlias
 
 from starlette.authentication import BaseUser
 
+from ._frozen import freeze_claims
 from .errors import BannedUserError, ConfigurationError
 
 __all__ = ["BetterAuthUser", "RoleSource", "UserBuilder"]
 
 logger = logging.getLogger("starlette_betterauth")
 
+#: What a roles callable returns: one comma-separated string, strings, or None (no roles).
+RoleNames: TypeAlias = str | list[str] | tuple[str, ...] | set[str] | frozenset[str] | None
 #: A claim name, a dotted path into nested claims, or a callable of the claims.
-RoleSource: TypeAlias = str | Callable[[Mapping[str, Any]], Iterable[str]]
+RoleSource: TypeAlias = str | Callable[[Mapping[str, Any]], RoleNames]
 
 
 class BetterAuthUser(BaseUser):
@@ -30,7 +33,8 @@ class BetterAuthUser(BaseUser):
             ``frozenset({"user", "admin"})``.
         scopes: OAuth scopes from a space-separated ``scope`` claim.
         claims: a read-only mapping of the whole verified payload (for a
-            session: the session's user object, with ``sub`` its id).
+            session: the session's user object, with ``sub`` its id); nested
+            objects are read-only dicts and arrays tuples.
         kind: which credential authenticated the user: ``"jwt"``,
             ``"session_cookie"`` or ``"session_token"``.
         session_id: the Better Auth session's id, where known.
@@ -73,14 +77,14 @@ class BetterAuthUser(BaseUser):
         expires_at: float | None = None,
     ) -> None:
         # One user object is shared by every request carrying the same token
-        # (the verified-token cache), so it is immutable.
+        # (the verified-token cache), so it is immutable, its claims included.
         setter = object.__setattr__
         setter(self, "id", id)
         setter(self, "email", email)
         setter(self, "name", name)
         setter(self, "roles", roles)
         setter(self, "scopes", scopes)
-        setter(self, "claims", claims)
+        setter(self, "claims", freeze_claims(claims))
         setter(self, "kind", kind)
         setter(self, "session_id", session_id)
         setter(self, "expires_at", expires_at)
@@ -122,24 +126,37 @@ def _sid(claims: Mapping[str, Any]) -> str | None:
     return sid if type(sid) is str else None
 
 
+# What may pad a role or scope name: ASCII space and tab, as in "user, admin".
+# Nothing else is stripped (str.strip() would also take NBSP, U+3000, NEL and
+# U+001C-U+001F, so "admin\u00a0" would count as "admin").
+_PADDING = " \t"
+# What a roles callable may return: a string, or a list or set of strings.
+_ROLE_COLLECTIONS = (list, tuple, set, frozenset)
+
+
 def _split(value: object, separator: str) -> frozenset[str]:
     if isinstance(value, str):
-        return frozenset(part for part in (p.strip() for p in value.split(separator)) if part)
-    if isinstance(value, list | tuple):
-        return frozenset(v.strip() for v in value if isinstance(v, str) and v.strip())
-    return frozenset()
+        parts: Iterable[object] = value.split(separator)
+    elif isinstance(value, _ROLE_COLLECTIONS):
+        parts = value
+    else:
+        return frozenset()
+    return frozenset(
+        name for name in (p.strip(_PADDING) for p in parts if isinstance(p, str)) if name
+    )
 
 
-def _listed(value: object) -> object:
-    if value is None or isinstance(value, str):
-        return value
-    return list(value) if isinstance(value, Iterable) else None
+def _claim_reader(name: str) -> Callable[[Mapping[str, Any]], object]:
+    """The claim ``name`` itself when the claims have it, else the dotted path it spells.
 
-
-def _dotted(path: str) -> Callable[[Mapping[str, Any]], object]:
-    parts = path.split(".")
+    Namespaced claim names (``"https://example.com/roles"``) contain dots, so the
+    exact name is tried before ``"org.roles"`` is read as ``claims["org"]["roles"]``.
+    """
+    parts = name.split(".")
 
     def read(claims: Mapping[str, Any]) -> object:
+        if name in claims or len(parts) == 1:
+            return claims.get(name)
         value: object = claims
         for part in parts:
             if not isinstance(value, Mapping):
@@ -172,12 +189,25 @@ class UserBuilder:
                     logger.exception("the roles callable raised; the user gets no roles")
                     return frozenset()
                 # It may hand back the claim as is: "user,admin" is two roles,
-                # not the characters of a string.
-                return _split(_listed(found), ",")
+                # not the characters of a string. Anything but a string or a list
+                # or set of strings is a bug: no roles, rather than a dict's keys.
+                if found is None:
+                    return frozenset()
+                if isinstance(found, str) or (
+                    isinstance(found, _ROLE_COLLECTIONS)
+                    and all(isinstance(name, str) for name in found)
+                ):
+                    return _split(found, ",")
+                logger.error(
+                    "the roles callable returned a %s, not a string or a list or set of "
+                    "strings; the user gets no roles",
+                    type(found).__name__,
+                )
+                return frozenset()
 
             self._read_roles: Callable[[Mapping[str, Any]], frozenset[str]] = read_with
-        elif isinstance(roles, str) and roles and all(roles.split(".")):
-            read = _dotted(roles)
+        elif isinstance(roles, str) and roles:
+            read = _claim_reader(roles)
             self._read_roles = lambda c: _split(read(c), ",")
         else:
             raise ConfigurationError(
@@ -198,8 +228,15 @@ class UserBuilder:
         The scopes are a tuple so a cached result can be shared: build a fresh
         ``AuthCredentials(scopes)`` for each request.
         """
-        if claims.get("banned") is True and not self.allow_banned:
-            raise BannedUserError("this user is banned")
+        banned = claims.get("banned")
+        # Better Auth types banned as boolean | null: anything but false or null
+        # ("true", 1, [true]) is read as banned, so a malformed claim fails closed.
+        if banned is not None and banned is not False and not self.allow_banned:
+            raise BannedUserError(
+                "this user is banned"
+                if banned is True
+                else "the banned claim is neither false nor null; the user is treated as banned"
+            )
         email = claims.get("email")
         name = claims.get("name")
         roles = self._read_roles(claims)

@@ -12,6 +12,7 @@ import httpx
 from ._claims import ClaimRules, short_repr
 from ._compact import parse_token
 from ._jwks import JWKSCache
+from ._keys import VerificationKey
 from ._observability import EventHook
 from ._settings import (
     DEFAULT_LEEWAY,
@@ -40,7 +41,8 @@ class VerifiedToken(NamedTuple):
     """A token whose signature and claims were verified (an immutable record).
 
     ``claims`` is a read-only view of the whole payload; ``exp`` is its expiry
-    (None only when the verifier was told not to require it). A named tuple
+    (None only when the verifier was told not to require it); ``key`` is the
+    key of the key set that verified the signature. A named tuple
     rather than a frozen dataclass: one is built per verification, and a
     frozen dataclass takes several times longer to build.
     """
@@ -50,6 +52,7 @@ class VerifiedToken(NamedTuple):
     kid: str
     alg: str
     exp: float | None
+    key: VerificationKey
 
 
 class TokenVerifier:
@@ -65,7 +68,7 @@ class TokenVerifier:
         issuer: the exact ``iss`` required, or None to skip the check (not advised).
         audience: accepted audience(s); ``aud`` must name at least one. None skips.
         algorithms: accepted algorithms, a subset of EdDSA, ES256, ES512, RS256, PS256.
-        leeway: seconds of clock skew tolerated on exp, nbf and iat.
+        leeway: seconds of clock skew tolerated on exp, nbf and iat, 0 to 300.
         require_exp: refuse tokens without ``exp`` (the default; an opt-out exists).
         require_sub: refuse tokens without a non-empty string ``sub``.
         typ: the header ``typ`` required (e.g. Better Auth's session cookie cache,
@@ -205,7 +208,7 @@ class TokenVerifier:
             raise InvalidSignatureError("the token's signature does not verify")
         claims = parsed.claims
         exp = self.rules.check(claims, time.time())
-        return VerifiedToken(MappingProxyType(claims), MappingProxyType(header), kid, alg, exp)
+        return VerifiedToken(MappingProxyType(claims), MappingProxyType(header), kid, alg, exp, key)
 
 
 def _check_extra_header(header: Mapping[str, Any], check_typ: bool) -> None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import ClassVar, Protocol
 
 import httpx
@@ -44,7 +44,7 @@ from ._headers import Presented
 from ._observability import EventHook
 from ._origins import TrustedOrigins
 from ._redis import RedisLink
-from ._sessions import SessionClient, SessionCredential, SessionRecord
+from ._sessions import SessionClient, SessionCredential, SessionRecord, session_expiry
 from ._settings import RedisStore, ResolvedSettings, _check_seconds
 from ._token_cache import TokenCache
 from ._user import BetterAuthUser, UserBuilder
@@ -79,6 +79,8 @@ class Context:
     on_event: EventHook | None
     #: True when this kind is the only bearer kind accepted: it answers for every bearer value.
     sole_bearer: bool = True
+    #: get-session clients by their settings, shared by the session kinds of one middleware.
+    session_clients: dict[tuple[object, ...], SessionClient] = field(default_factory=dict)
 
 
 class Authenticator(Protocol):
@@ -190,7 +192,7 @@ class _BearerJWTAuthenticator:
         if principal is None:
             verified = await self._verifier.verify_token(credential)
             principal = self._users.build(verified.claims, kind="jwt", expires_at=verified.exp)
-            self._cache.put(credential, principal, verified.kid, verified.exp)
+            self._cache.put(credential, principal, verified.key, verified.exp)
         if self.revocations is not None:
             await self.revocations.check(principal[0])
         return principal
@@ -227,6 +229,8 @@ class _SessionLookup(Credential):
         return StoredSessions(RedisLink(store), fallback, on_event=context.on_event)
 
     def _client(self, context: Context) -> SessionClient:
+        """The middleware's get-session client for these settings, shared by the kinds
+        that name the same (one HTTP pool, one cache, one back-off after a failure)."""
         url = self.get_session_url
         if url is None:
             base_url = context.settings.base_url if context.settings is not None else None
@@ -236,23 +240,35 @@ class _SessionLookup(Credential):
                     "base_url=) to find Better Auth's get-session"
                 )
             url = base_url + GET_SESSION_PATH
-        shared = None
-        if self.redis is not None and not self.redis.secondary_storage:
-            shared = SharedAnswers(
-                RedisLink(self.redis),
+        settings = (
+            url,
+            self.cache_size,
+            self.cache_ttl,
+            self.refusal_ttl,
+            self.timeout,
+            self.redis,
+        )
+        client = context.session_clients.get(settings)
+        if client is None:
+            shared = None
+            if self.redis is not None and not self.redis.secondary_storage:
+                shared = SharedAnswers(
+                    RedisLink(self.redis),
+                    cache_ttl=self.cache_ttl,
+                    refusal_ttl=self.refusal_ttl,
+                    lock_ttl=self.timeout + 1.0,
+                )
+            client = SessionClient(
+                url,
+                cache_size=self.cache_size,
                 cache_ttl=self.cache_ttl,
                 refusal_ttl=self.refusal_ttl,
-                lock_ttl=self.timeout + 1.0,
+                timeout=self.timeout,
+                on_event=context.on_event,
+                shared=shared,
             )
-        return SessionClient(
-            url,
-            cache_size=self.cache_size,
-            cache_ttl=self.cache_ttl,
-            refusal_ttl=self.refusal_ttl,
-            timeout=self.timeout,
-            on_event=context.on_event,
-            shared=shared,
-        )
+            context.session_clients[settings] = client
+        return client
 
 
 def _session_principal(users: UserBuilder, record: SessionRecord, kind: str) -> Principal:
@@ -471,9 +487,9 @@ class _SessionCookieAuthenticator:
             {**user, "sub": claims["sub"]},
             kind=self.kind,
             session_id=session_id if type(session_id) is str else None,
-            expires_at=verified.exp,
+            expires_at=session_expiry(session.get("expiresAt")),
         )
-        self._cache.put(credential, principal, verified.kid, verified.exp)
+        self._cache.put(credential, principal, verified.key, verified.exp)
         return principal
 
     async def aclose(self) -> None:

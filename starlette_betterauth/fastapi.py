@@ -180,6 +180,10 @@ def require_role(
         @app.delete("/users/{user_id}")
         async def delete_user(user_id: str, admin: Admin) -> None: ...
 
+    It is a dependency, not a decorator: the decorator for endpoints is
+    :func:`starlette_betterauth.requires_role` (with an ``s``), and
+    ``@require_role("admin")`` above a function fails at import with a TypeError.
+
     Raises:
         ConfigurationError: at import time, for an ambiguous or empty spelling.
         BetterAuthHTTPException: per request: 401 anonymous, 403 without the role.

@@ -24,7 +24,9 @@ for an anonymous caller (``optional=True`` or a public route), 403 with
 ``WWW-Authenticate: Bearer error="insufficient_scope"`` and a short JSON reason
 for a caller without the role or scope; a websocket is refused before accept.
 Stacked guards must all pass. Put the guard *below* a route decorator such as
-``@app.get(...)``, which registers the function it is given.
+``@app.get(...)``, which registers the function it is given. They are not
+FastAPI dependencies: ``Depends(requires_role("admin"))`` fails when the route
+is defined, naming :func:`starlette_betterauth.fastapi.require_role`.
 """
 
 from __future__ import annotations
@@ -189,6 +191,56 @@ def _guard(requirement: Requirement, func: _F, where: str) -> _F:
     return cast(_F, wrapper)
 
 
+def _replayable(names: Iterable[str] | None) -> Iterable[str] | None:
+    """A list, set or generator as a tuple, so it can be both checked and quoted."""
+    if isinstance(names, Iterable) and not isinstance(names, str):
+        return tuple(names)
+    return names
+
+
+class _GuardDecorator:
+    """What ``requires_role(...)`` and ``requires_scope(...)`` return: a decorator.
+
+    It is not a FastAPI dependency, and the one-letter slip
+    ``Depends(requires_role("admin"))`` would make FastAPI read the decorator's
+    ``func`` parameter as a required query parameter (a 422 on every request).
+    FastAPI reads a dependency's signature when the route is defined, so
+    ``__signature__`` raises there, at import, naming the dependency to use.
+    """
+
+    __slots__ = ("_arguments", "_requirement", "_where")
+
+    def __init__(
+        self,
+        kind: str,
+        where: str,
+        positional: tuple[object, ...],
+        any_of: Iterable[str] | None,
+        all_of: Iterable[str] | None,
+    ) -> None:
+        any_of, all_of = _replayable(any_of), _replayable(all_of)
+        self._requirement = Requirement(kind, where, positional, any_of, all_of)
+        self._where = where
+        if positional:
+            self._arguments = repr(positional[0])
+        else:
+            self._arguments = f"any_of={any_of!r}" if any_of is not None else f"all_of={all_of!r}"
+
+    def __call__(self, func: _F) -> _F:
+        return _guard(self._requirement, func, self._where)
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        guard = f"{self._where}({self._arguments})"
+        dependency = self._where.replace("requires_", "require_")
+        raise ConfigurationError(
+            f"{guard} is a decorator for endpoints, not a FastAPI dependency: write "
+            f"Depends({dependency}({self._arguments})) "
+            f"(from starlette_betterauth.fastapi import {dependency}), "
+            f"or put @{guard} below the route decorator"
+        )
+
+
 @overload
 def requires_role(role: str, /) -> Callable[[_F], _F]: ...
 @overload
@@ -223,14 +275,11 @@ def requires_role(
 
     Raises:
         ConfigurationError: at import time, for an ambiguous or empty spelling
-            (``requires_role("a", "b")``) or a function it cannot guard.
+            (``requires_role("a", "b")``), a function it cannot guard, or use
+            as a FastAPI dependency (``Depends(requires_role("admin"))``; the
+            dependency is :func:`starlette_betterauth.fastapi.require_role`).
     """
-    requirement = Requirement("role", "requires_role", roles, any_of, all_of)
-
-    def decorator(func: _F) -> _F:
-        return _guard(requirement, func, "requires_role")
-
-    return decorator
+    return _GuardDecorator("role", "requires_role", roles, any_of, all_of)
 
 
 @overload
@@ -256,12 +305,8 @@ def requires_scope(
         async def export(request: Request) -> Response: ...
 
     Raises:
-        ConfigurationError: at import time, for an ambiguous or empty spelling
-            or a function it cannot guard.
+        ConfigurationError: at import time, for an ambiguous or empty spelling,
+            a function it cannot guard, or use as a FastAPI dependency (that is
+            :func:`starlette_betterauth.fastapi.require_scope`).
     """
-    requirement = Requirement("scope", "requires_scope", scopes, any_of, all_of)
-
-    def decorator(func: _F) -> _F:
-        return _guard(requirement, func, "requires_scope")
-
-    return decorator
+    return _GuardDecorator("scope", "requires_scope", scopes, any_of, all_of)

@@ -8,11 +8,15 @@ the key-set cache adds ``jwks_fetch``, ``jwks_refresh`` and ``jwks_failure``.
 
 from __future__ import annotations
 
+import functools
 import logging
+import sys
 from collections.abc import Callable, Iterable, Sequence
-from typing import Unpack
+from types import FrameType
+from typing import Any, NoReturn, TypeVar, Unpack, cast
 
 import httpx
+from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials, UnauthenticatedUser
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
@@ -39,6 +43,7 @@ __all__ = ["BetterAuthMiddleware", "token_fingerprint"]
 
 ErrorHandler = Callable[[HTTPConnection, BetterAuthError], Response | None]
 _MAX_ANSWERS = 256  # messages may quote the token's alg or kid: keep the memo bounded
+_Init = TypeVar("_Init", bound=Callable[..., None])
 
 
 def _loggable(path: str) -> str:
@@ -46,6 +51,39 @@ def _loggable(path: str) -> str:
     if len(path) > 200:
         path = path[:200] + "..."
     return path if path.isprintable() else path.encode("unicode_escape").decode("ascii")
+
+
+def _building_stack(frame: FrameType | None) -> bool:
+    """Whether ``frame`` is Starlette's (or FastAPI's) ``build_middleware_stack``."""
+    return (
+        frame is not None
+        and frame.f_code.co_name == "build_middleware_stack"
+        and isinstance(frame.f_locals.get("self"), Starlette)
+    )
+
+
+def _failing_at_startup(init: _Init) -> _Init:
+    """Report a ConfigurationError met while Starlette builds its stack through the lifespan.
+
+    Starlette and FastAPI construct ``add_middleware`` middleware lazily, in the
+    app's first ASGI call: under a server, the lifespan startup. An exception
+    raised there means "lifespan unsupported" to ASGI servers, so uvicorn's
+    default ``--lifespan auto`` would log it at INFO and serve every request a
+    500. Built by Starlette, the middleware keeps the error instead, fails the
+    lifespan startup with it (the server logs it and exits) and raises it from
+    every request (an app run without lifespan). Constructed directly, it raises.
+    """
+
+    @functools.wraps(init)
+    def __init__(self: BetterAuthMiddleware, *args: Any, **kwargs: Any) -> None:
+        try:
+            init(self, *args, **kwargs)
+        except ConfigurationError as exc:
+            if not _building_stack(sys._getframe(1)):
+                raise
+            self._startup_error = exc
+
+    return cast(_Init, __init__)
 
 
 class BetterAuthMiddleware:
@@ -72,7 +110,9 @@ class BetterAuthMiddleware:
         audience: the accepted audience or audiences (defaults to ``base_url``).
         verify_issuer, verify_audience, algorithms, leeway, require_exp, key_set:
             the other verification settings (:class:`VerifierSettings`).
-        public: routes reachable without a token, e.g. ``["/health", "OPTIONS /*"]``.
+        public: routes reachable without a token, e.g. ``["/health", "GET /docs/*"]``;
+            ``"PREFLIGHT /*"`` lets CORS preflights through (better: put
+            ``CORSMiddleware`` outside this middleware, see the README).
         optional: let requests without a token through as anonymous
             (``request.state.user`` is None). A presented token that fails is still 401.
         roles: where roles come from: a claim (``"role"``), a dotted path or a callable.
@@ -91,8 +131,16 @@ class BetterAuthMiddleware:
 
     Raises:
         ConfigurationError: at construction, for a missing or invalid setting.
+            Built by Starlette or FastAPI (``add_middleware``), it fails the
+            lifespan startup instead, and is raised from every request of an
+            app run without lifespan.
     """
 
+    #: The ConfigurationError kept when Starlette built this middleware (see
+    #: ``_failing_at_startup``); None when it is configured.
+    _startup_error: ConfigurationError | None = None
+
+    @_failing_at_startup
     def __init__(
         self,
         app: ASGIApp,
@@ -136,7 +184,7 @@ class BetterAuthMiddleware:
             max_entries=token_cache_size,
             ttl=token_cache_ttl,
             leeway=verifier.rules.leeway,
-            key_present=verifier.jwks.has_key,
+            key_current=verifier.jwks.is_current,
         )
         self.kinds = bind_kinds(
             accept,
@@ -156,6 +204,8 @@ class BetterAuthMiddleware:
         self._answers: dict[tuple[type[BetterAuthError], str], ErrorResponse] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._startup_error is not None:
+            await self._fail(scope, receive, send, self._startup_error)
         scope_type = scope["type"]
         if scope_type != "http" and scope_type != "websocket":
             if scope_type == "lifespan":
@@ -173,7 +223,8 @@ class BetterAuthMiddleware:
             if credential is None:
                 principal = None
                 if not self.optional and not (
-                    self.public and self.public.matches(scope.get("method"), scope["path"])
+                    self.public
+                    and self.public.matches(scope.get("method"), scope["path"], scope["headers"])
                 ):
                     await self._refuse(scope, receive, send, self._missing_error, None)
                     return
@@ -204,6 +255,16 @@ class BetterAuthMiddleware:
             if self.on_event is not None:
                 emit(self.on_event, "accepted", {"path": scope["path"], "cached": cached})
         await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _fail(
+        scope: Scope, receive: Receive, send: Send, error: ConfigurationError
+    ) -> NoReturn:
+        """Fail the lifespan startup with ``error``, then raise it (a copy: it is raised again)."""
+        if scope["type"] == "lifespan" and (await receive())["type"] == "lifespan.startup":
+            message = f"BetterAuthMiddleware: ConfigurationError: {error.message}"
+            await send({"type": "lifespan.startup.failed", "message": message})
+        raise ConfigurationError(error.message)
 
     async def _refuse(
         self,

@@ -24,6 +24,9 @@ for it until it expires or is revoked::
     headers = {"Authorization": f"Bearer {session.token}"}      # the bearer plugin
     issuer.revoke_session(session)                              # signs it out
 
+:meth:`Issuer.access_token` mints OAuth access tokens (``at+jwt``, ``scope``,
+``aud`` the resource) shaped like those of Better Auth's OAuth provider.
+
 Also available as pytest fixtures (``betterauth_issuer``, ``betterauth_jwks_server``,
 ``betterauth_session``) once the package is installed.
 """
@@ -32,13 +35,16 @@ from __future__ import annotations
 
 import base64
 import collections
+import contextlib
 import json
 import math
 import secrets
+import selectors
+import socket
 import string
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -83,6 +89,7 @@ SESSION_COOKIE_AUDIENCE = "better-auth:session-cache"
 #: Every algorithm a Better Auth server can sign with and the package verifies.
 ALGORITHMS: tuple[str, ...] = ("EdDSA", "ES256", "ES512", "RS256", "PS256")
 _KID_ALPHABET = string.ascii_letters + string.digits
+_BASE_PATH = "/api/auth"  # Better Auth's default basePath
 
 
 def b64url(data: bytes | str | Mapping[str, Any]) -> str:
@@ -540,6 +547,73 @@ class Issuer:
         # The bare names come last in CookieNames' order of preference.
         return CookieNames(prefix, names.session_token[-1:], names.session_data[-1:])
 
+    @property
+    def oauth_issuer(self) -> str:
+        """The ``iss`` of Better Auth's OAuth tokens: ``base_url`` + basePath ``/api/auth``."""
+        return self.base_url.rstrip("/") + _BASE_PATH
+
+    def access_token(
+        self,
+        *,
+        scope: str | Iterable[str] | None,
+        audience: str | Sequence[str],
+        user_id: str | None = None,
+        client_id: str = "test-client",
+        expires_in: float = 3600,
+        issued_at: float | None = None,
+        key: SigningKey | None = None,
+        header: Mapping[str, Any] | None = None,
+        **claims: Any,
+    ) -> str:
+        """An OAuth access token shaped like Better Auth's OAuth provider issues it (RFC 9068).
+
+        The header carries ``typ: "at+jwt"``. The claims: ``iss`` (:attr:`oauth_issuer`),
+        ``aud`` (``audience``: the resource the client asked for, or a list of them),
+        ``sub`` (``user_id``, random when None), ``client_id`` and ``azp``, ``sid``,
+        ``scope`` (space-separated: give a string or an iterable of names; None leaves
+        the claim out), ``iat``, ``exp`` (an hour later by default) and ``jti``. Other
+        claim keywords are added or override these; a claim given as None is left out
+        (``sid=None, sub="test-client"`` makes a client_credentials token).
+
+        Better Auth's OAuth tokens name the provider (base URL + basePath) as issuer, not
+        the base URL, so the middleware needs ``issuer=`` and the resource as audience::
+
+            issuer = Issuer()
+            with JWKSServer(issuer) as server:
+                app.add_middleware(
+                    BetterAuthMiddleware,
+                    base_url=server.url,
+                    issuer=issuer.oauth_issuer,
+                    audience="https://api.example.com",
+                )
+                token = issuer.access_token(
+                    scope="openid reports:read", audience="https://api.example.com"
+                )
+                # Authorization: Bearer <token> passes @requires_scope("reports:read");
+                # request.state.user.scopes == frozenset({"openid", "reports:read"})
+        """
+        now = int(time.time() if issued_at is None else issued_at)
+        payload: dict[str, Any] = {
+            "iss": self.oauth_issuer,
+            "aud": audience if isinstance(audience, str) else list(audience),
+            "sub": user_id or _random_kid(),
+            "client_id": client_id,
+            "azp": client_id,
+            "sid": _random_kid(),
+            "iat": now,
+            "exp": int(now + expires_in),
+            "jti": _random_kid(),
+        }
+        if scope is not None:
+            payload["scope"] = scope if isinstance(scope, str) else " ".join(scope)
+        for name, value in claims.items():
+            if value is None:
+                payload.pop(name, None)
+            else:
+                payload[name] = value
+        full_header = {"typ": "at+jwt", **(header or {})}
+        return (key or self.current_key).sign(payload, full_header)
+
 
 def _merge(target: dict[str, Any], changes: Mapping[str, Any]) -> None:
     """Set each field of ``changes`` in ``target``; a None value removes the field."""
@@ -555,10 +629,79 @@ def _parse_iso(stamp: str) -> float:
 
 
 class _QuietServer(ThreadingHTTPServer):
+    """A threading HTTP server that stops at once and hangs up on its open connections.
+
+    ``serve_forever`` notices a stop request only between polls; this loop sleeps in
+    ``select`` until a connection arrives or :meth:`wake` is called, so stopping costs
+    no poll interval and an idle server costs no CPU.
+    """
+
     daemon_threads = True
 
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        # Set before binding: a failed bind calls server_close, which closes the pair.
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        self._stopped = False
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, handler)
+
+    def serve_until_stopped(self) -> None:
+        """Accept and serve connections until :meth:`wake` is called."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(self, selectors.EVENT_READ)
+            selector.register(self._wake_reader, selectors.EVENT_READ)
+            while True:
+                ready = selector.select()
+                if self._stopped:
+                    return
+                if any(key.fileobj is self for key, _ in ready):
+                    self._accept()
+
+    def _accept(self) -> None:
+        try:
+            request, client_address = self.get_request()
+        except OSError:
+            return
+        if not self.verify_request(request, client_address):
+            self.shutdown_request(request)
+            return
+        try:
+            self.process_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+            self.shutdown_request(request)
+
+    def wake(self) -> None:
+        """Make :meth:`serve_until_stopped` return (from any thread)."""
+        self._stopped = True
+        self._wake_writer.send(b"\0")
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def hang_up(self) -> None:
+        """End every open connection: keep-alive clients of a stopped server get no answers."""
+        with self._connections_lock:
+            for connection in self._connections:
+                with contextlib.suppress(OSError):  # already gone
+                    connection.shutdown(socket.SHUT_RDWR)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._wake_reader.close()
+        self._wake_writer.close()
+
     def handle_error(self, request: Any, client_address: Any) -> None:
-        # Clients that hang up mid-answer (size caps, timeouts) are expected here.
+        # Clients that hang up mid-answer (size caps, timeouts) are expected here,
+        # and so are connections cut by a stop.
         pass
 
 
@@ -628,7 +771,7 @@ class JWKSServer:
         self.session_headers: dict[str, str] = {}
         self._stopping = threading.Event()
         self._counter = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: _QuietServer | None = None
         self._thread: threading.Thread | None = None
         self.url = ""
         self.jwks_url = ""
@@ -654,20 +797,27 @@ class JWKSServer:
         self.session_url = self.url + self.session_path
         if self.issuer.base_url == "http://127.0.0.1":
             self.issuer.base_url = self.url
+        self._stopping.clear()
         self._thread = threading.Thread(
-            target=server.serve_forever, args=(0.05,), name="JWKSServer", daemon=True
+            target=server.serve_until_stopped, name="JWKSServer", daemon=True
         )
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        """Stop serving and release the port."""
+        """Stop serving at once, close open connections and release the port.
+
+        A client holding a keep-alive connection gets no more answers: its next
+        request fails as it would against a server that went away.
+        """
         self._stopping.set()
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.wake()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        if self._server is not None:
+            self._server.hang_up()
+            self._server.server_close()
         self._server = self._thread = None
 
     def __enter__(self) -> JWKSServer:
@@ -707,6 +857,9 @@ class JWKSServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes: without TCP_NODELAY a kept-alive
+            # connection waits for the client's delayed ACK (about 40 ms) between them.
+            disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

@@ -1,30 +1,61 @@
-"""Helpers for the guard, FastAPI and example tests: drive ASGI apps over websockets.
+"""Serving apps for the tests: websocket sessions in process, and real uvicorn servers.
 
 ``websocket_session`` plays an ASGI server for one websocket connection (the
 messages a server would send, in order; what the app sends back is recorded).
-``threaded_uvicorn`` and ``uvicorn_process`` run real uvicorn servers on
-127.0.0.1 for the tests that need the bytes on the wire.
+For the tests that need the bytes on the wire, ``threaded_uvicorn`` serves an
+app object with uvicorn in a thread, and ``start_uvicorn`` runs ``uvicorn
+module:app`` as a process (as users run it: configuration from the environment,
+optionally several workers); both listen on a free 127.0.0.1 port.
 """
 
 from __future__ import annotations
 
 import os
-import queue
 import re
+import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
+import httpx
 import uvicorn
-from starlette.types import ASGIApp, Message
+from starlette.types import ASGIApp, Message, Scope
 
-ROOT = Path(__file__).resolve().parent.parent
-_STARTED = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+STARTUP_TIMEOUT = 60.0
+STOP_TIMEOUT = 15.0
+_RUNNING = re.compile(r"Uvicorn running on (http://127\.0\.0\.1:\d+)")
+
+
+@asynccontextmanager
+async def lifespan(app: ASGIApp) -> AsyncIterator[None]:
+    """Run ``app``'s lifespan around the block, as a server does: startup, then shutdown."""
+    to_app, app_receives = anyio.create_memory_object_stream[Message](2)
+    app_sends, from_app = anyio.create_memory_object_stream[Message](2)
+    scope: Scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+
+    async def run() -> None:
+        await app(scope, app_receives.receive, app_sends.send)
+
+    async with to_app, app_receives, app_sends, from_app, anyio.create_task_group() as group:
+        group.start_soon(run)
+        await to_app.send({"type": "lifespan.startup"})
+        started = await from_app.receive()
+        assert started["type"] == "lifespan.startup.complete", started
+        try:
+            yield
+        finally:
+            await to_app.send({"type": "lifespan.shutdown"})
+            await from_app.receive()
 
 
 async def websocket_session(
@@ -118,66 +149,105 @@ def threaded_uvicorn(app: ASGIApp) -> Iterator[str]:
         assert not thread.is_alive(), "uvicorn did not stop"
 
 
+@dataclass(frozen=True, slots=True)
+class Uvicorn:
+    """A running uvicorn process and the base URL it listens on."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+
+    @property
+    def address(self) -> str:
+        """``host:port``, for ``ws://`` URLs."""
+        return self.url.removeprefix("http://")
+
+
 @contextmanager
-def uvicorn_process(app: str, *, app_dir: Path, env: Mapping[str, str]) -> Iterator[str]:
-    """Run ``uvicorn app`` as a subprocess on a free 127.0.0.1 port; yield ``host:port``.
+def start_uvicorn(
+    target: str,
+    *,
+    env: Mapping[str, str],
+    app_dir: Path = TESTS,
+    factory: bool = False,
+    workers: int = 1,
+    ready_path: str | None = None,
+    args: Sequence[str] = (),
+    output: list[str] | None = None,
+) -> Iterator[Uvicorn]:
+    """Run ``uvicorn target`` in a process group of its own on a free 127.0.0.1 port.
 
-    The server is stopped by its PID (SIGTERM, then SIGKILL) when the block ends.
+    ``target`` is ``module:attribute`` importable from ``app_dir`` (a factory with
+    ``factory=True``); ``env`` is added to the environment. The port is read from
+    uvicorn's start-up line; with ``ready_path`` the block also waits until that path
+    answers 200 (the workers are serving). ``args`` are further uvicorn options.
+    When the block ends the group gets SIGTERM, then SIGKILL if it lingers, so
+    workers stop with their parent; then ``output``, if given, receives every line
+    the server wrote.
     """
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        app,
-        "--app-dir",
-        str(app_dir),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--no-access-log",
-    ]
-    process = subprocess.Popen(
-        command,
-        env={**os.environ, **env},
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
-    lines: queue.Queue[str | None] = queue.Queue()
-    log: list[str] = []
-
-    def read_stderr() -> None:
-        assert process.stderr is not None
-        for line in process.stderr:
-            lines.put(line)
-        lines.put(None)
-
-    reader = threading.Thread(target=read_stderr, name="uvicorn-stderr", daemon=True)
-    reader.start()
-    try:
-        address = None
-        deadline = time.monotonic() + 60
-        while address is None and time.monotonic() < deadline:
-            try:
-                line = lines.get(timeout=1)
-            except queue.Empty:
-                continue
-            if line is None:
-                break
-            log.append(line)
-            match = _STARTED.search(line)
-            if match:
-                address = f"127.0.0.1:{match.group(1)}"
-        assert address is not None, "uvicorn did not start:\n" + "".join(log)
-        yield address
-    finally:
-        process.terminate()
+    command = [sys.executable, "-m", "uvicorn", target, "--app-dir", str(app_dir)]
+    command += ["--host", "127.0.0.1", "--port", "0", "--no-access-log", "--log-level", "info"]
+    if factory:
+        command.append("--factory")
+    if workers != 1:
+        command += ["--workers", str(workers)]
+    command += args
+    with tempfile.TemporaryDirectory(prefix="uvicorn-") as tmp:
+        log = Path(tmp, "log")
+        with log.open("wb") as written:
+            process = subprocess.Popen(
+                command,
+                env={**os.environ, **env},
+                stdin=subprocess.DEVNULL,
+                stdout=written,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         try:
-            process.wait(timeout=10)
+            url = _wait_until_listening(process, log)
+            if ready_path is not None:
+                _wait_until_ready(process, url + ready_path, log)
+            yield Uvicorn(process, url)
+        finally:
+            _stop_group(process)
+            if output is not None:
+                output.extend(log.read_text("utf-8", "replace").splitlines(keepends=True))
+
+
+def _tail(log: Path, limit: int = 2000) -> str:
+    return log.read_text("utf-8", "replace")[-limit:]
+
+
+def _wait_until_listening(process: subprocess.Popen[bytes], log: Path) -> str:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        match = _RUNNING.search(log.read_text("utf-8", "replace"))
+        if match is not None:
+            return match.group(1)
+        if process.poll() is not None:
+            break
+        time.sleep(0.02)
+    raise AssertionError(f"uvicorn did not start (exit code {process.poll()}):\n{_tail(log)}")
+
+
+def _wait_until_ready(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"{url} did not answer 200 (exit code {process.poll()}):\n{_tail(log)}")
+
+
+def _stop_group(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        reader.join(timeout=10)
-        assert process.stderr is not None
-        process.stderr.close()
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=STOP_TIMEOUT)

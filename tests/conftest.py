@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
+import httpx
 import pytest
+from _helpers import asgi_client
+from starlette.types import ASGIApp
 
 from starlette_betterauth.testing import Issuer, JWKSServer
 
@@ -24,3 +29,10 @@ def issuer(betterauth_issuer: Issuer) -> Issuer:
 def server(betterauth_jwks_server: JWKSServer) -> JWKSServer:
     """The package's own ``betterauth_jwks_server``: the issuer's key set on 127.0.0.1."""
     return betterauth_jwks_server
+
+
+@pytest.fixture
+async def client(app: ASGIApp) -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process client of the module's ``app`` fixture."""
+    async with asgi_client(app) as c:
+        yield c

@@ -14,10 +14,12 @@ from __future__ import annotations
 import base64
 import datetime
 import functools
+import gzip
 import hashlib
 import hmac
 import json
 import logging
+import math
 import re
 import ssl
 import time
@@ -25,8 +27,10 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import httpx
 import pytest
+from _helpers import asgi_client, guarded_app, whoami
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -38,9 +42,9 @@ from cryptography.x509.oid import NameOID
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
-from starlette_betterauth import BetterAuthMiddleware, KeySetOptions
+from starlette_betterauth import BetterAuthMiddleware, KeySetOptions, requires_role
 from starlette_betterauth._compact import MAX_HEADER_LENGTH, MAX_TOKEN_LENGTH
 from starlette_betterauth._headers import MAX_AUTHORIZATION_LENGTH
 from starlette_betterauth.testing import ALGORITHMS, Issuer, JWKSServer, SigningKey, b64url
@@ -1218,10 +1222,6 @@ for _label, _values, _names in [
 # -- the app, the servers and the test -------------------------------------------------------
 
 
-async def whoami(request: Request) -> JSONResponse:
-    return JSONResponse({"id": request.state.user.id})
-
-
 def _self_signed(key: SigningKey) -> x509.Certificate:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "attacker")])
     now = datetime.datetime.now(datetime.UTC)
@@ -1264,15 +1264,13 @@ def world() -> Iterator[World]:
 async def client(world: World) -> AsyncIterator[httpx.AsyncClient]:
     # refresh_cooldown=0: an unknown kid refetches at once, so cases stay fast.
     async with httpx.AsyncClient(verify=TLS) as jwks_client:
-        app = Starlette(routes=[Route("/whoami", whoami)])
-        app.add_middleware(
-            BetterAuthMiddleware,
+        app = guarded_app(
+            [Route("/whoami", whoami)],
             base_url=world.base,
             http_client=jwks_client,
             key_set=KeySetOptions(refresh_cooldown=0),
         )
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+        async with asgi_client(app) as client:
             yield client
 
 
@@ -1310,3 +1308,359 @@ async def test_hostile_request_is_401(
             assert not _echoes(text, secret)
     assert world.attacker.requests == 0
     assert set(world.server.request_paths) <= {JWKS_PATH}
+
+
+# -- second round (issue 16): Unicode, roles, banned, public routes, keys -------------------
+#
+# The same rules as above, for the classes a second round of probes found: every
+# refusal has its RFC 6750 challenge and JSON body, never echoes the token, and the
+# app is never called.
+
+
+def _refused(response: httpx.Response, status: int, token: str, log: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    for text in (response.text, response.headers["www-authenticate"], log):
+        assert not _echoes(text, token)
+
+
+def _text_token(world: World, header: str, payload: str) -> str:
+    """A token of the given header and payload JSON texts, signed by the EdDSA key."""
+    return forge(raw_json(header), raw_json(payload), world.keys["EdDSA"])
+
+
+def _claims_with(world: World, member: str) -> str:
+    return json.dumps(world.claims())[:-1] + f", {member}}}"
+
+
+def _header_with(world: World, member: str) -> str:
+    return json.dumps(header_of(world.keys["EdDSA"]))[:-1] + f", {member}}}"
+
+
+SURROGATES: dict[str, Callable[[World], str]] = {
+    "claim-value": lambda w: _text_token(
+        w, _header_with(w, '"x": "y"'), _claims_with(w, '"nick": "\\ud800"')
+    ),
+    "claim-name": lambda w: _text_token(
+        w, _header_with(w, '"x": "y"'), _claims_with(w, '"\\udfff": 1')
+    ),
+    "nested-object": lambda w: _text_token(
+        w, _header_with(w, '"x": "y"'), _claims_with(w, '"org": {"n": ["\\udbff"]}')
+    ),
+    "sub": lambda w: _text_token(
+        w,
+        _header_with(w, '"x": "y"'),
+        json.dumps(w.claims())[:-1].replace('"sub": ', '"sub": "\\ud800", "was": ') + "}",
+    ),
+    "high-then-text": lambda w: _text_token(
+        w, _header_with(w, '"x": "y"'), _claims_with(w, '"nick": "\\ud83dx"')
+    ),
+    "reversed-pair": lambda w: _text_token(
+        w, _header_with(w, '"x": "y"'), _claims_with(w, '"nick": "\\ude00\\ud83d"')
+    ),
+    "header-value": lambda w: _text_token(
+        w, _header_with(w, '"x": "\\ud800"'), json.dumps(w.claims())
+    ),
+    "header-name": lambda w: _text_token(
+        w, _header_with(w, '"\\ud800": "y"'), json.dumps(w.claims())
+    ),
+    "cesu8-bytes": lambda w: forge(
+        header_of(w.keys["EdDSA"]),
+        _claims_with(w, '"nick": "X"').encode().replace(b'"X"', b'"\xed\xa0\x80"'),
+        w.keys["EdDSA"],
+    ),
+}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("case", list(SURROGATES))
+async def test_lone_surrogates_are_401(
+    client: httpx.AsyncClient, world: World, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="starlette_betterauth")
+    token = SURROGATES[case](world)
+    for _ in range(2):  # again once the header is remembered: the fast path
+        response = await client.get("/whoami", headers=bearer(token).headers)
+        _refused(response, 401, token, caplog.text)
+        assert CHALLENGE.fullmatch(response.headers["www-authenticate"])
+
+
+BANNED_VALUES: dict[str, object] = {
+    "true": True,
+    "string-true": "true",
+    "string-false": "false",
+    "string-empty": "",
+    "one": 1,
+    "zero": 0,
+    "float": 0.0,
+    "list-true": [True],
+    "list-false": [False],
+    "empty-list": [],
+    "object": {"banned": False},
+    "empty-object": {},
+}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("case", list(BANNED_VALUES))
+async def test_banned_of_any_shape_is_403(
+    client: httpx.AsyncClient, world: World, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = world.token(banned=BANNED_VALUES[case])
+    response = await client.get("/whoami", headers=bearer(token).headers)
+    _refused(response, 403, token, caplog.text)
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+@requires_role("admin")
+async def admin_only(request: Request) -> JSONResponse:
+    return JSONResponse({"admin": request.state.user.id})
+
+
+LOOKALIKE_ROLES: dict[str, object] = {
+    "nbsp": "admin\u00a0",
+    "narrow-nbsp": "admin\u202f",
+    "ideographic-space": "\u3000admin",
+    "next-line": "admin\x85",
+    "file-separator": "admin\x1c",
+    "group-separator": "\x1dadmin",
+    "record-separator": "admin\x1e",
+    "unit-separator": "admin\x1f",
+    "vertical-tab": "admin\x0b",
+    "form-feed": "admin\x0c",
+    "carriage-return": "admin\r",
+    "line-feed": "\nadmin",
+    "nul": "admin\x00",
+    "zero-width-space": "admin\u200b",
+    "byte-order-mark": "\ufeffadmin",
+    "cyrillic-a": "\u0430dmin",
+    "fullwidth": "\uff41dmin",
+    "upper-case": "ADMIN",
+    "semicolon-list": "user;admin",
+    "space-list": "user admin",
+    "json-in-string": '["admin"]',
+    "nested-list": [["admin"]],
+    "object": {"admin": True},
+    "list-with-nbsp": ["user", "admin\u00a0"],
+    "number": 1,
+    "true": True,
+}
+
+
+@pytest.fixture
+async def guarded(world: World) -> AsyncIterator[httpx.AsyncClient]:
+    app = Starlette(routes=[Route("/admin", admin_only)])
+    app.add_middleware(BetterAuthMiddleware, base_url=world.base)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+        yield client
+
+
+@pytest.mark.anyio
+async def test_genuine_admin_passes_the_guard(guarded: httpx.AsyncClient, world: World) -> None:
+    """The control: the guarded app admits a genuine admin, padded as a person types it."""
+    for role in ("admin", "user,admin", "user, admin", ["user", "admin"]):
+        response = await guarded.get("/admin", headers=bearer(world.token(role=role)).headers)
+        assert response.status_code == 200, role
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("case", list(LOOKALIKE_ROLES))
+async def test_lookalike_roles_are_403(
+    guarded: httpx.AsyncClient, world: World, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = world.token(role=LOOKALIKE_ROLES[case])
+    response = await guarded.get("/admin", headers=bearer(token).headers)
+    _refused(response, 403, token, caplog.text)
+
+
+async def _method_agnostic(scope: Any, receive: Any, send: Any) -> None:
+    """A mounted ASGI app that serves its protected body to every method."""
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"protected"})
+
+
+async def _anything(request: Request) -> JSONResponse:
+    return JSONResponse({"anonymous": request.state.user is None})
+
+
+ORIGIN = {"origin": "https://app.example"}
+BYPASSES: dict[str, tuple[str, str, dict[str, str]]] = {
+    "bare-options": ("OPTIONS", "/api/admin", {}),
+    "options-with-origin-only": ("OPTIONS", "/api/admin", ORIGIN),
+    "options-with-method-only": ("OPTIONS", "/api/admin", {"access-control-request-method": "GET"}),
+    "options-with-empty-origin-header-name": (
+        "OPTIONS",
+        "/api/admin",
+        {"x-origin": "a", "access-control-request-method": "GET"},
+    ),
+    "get-with-preflight-headers": (
+        "GET",
+        "/api/admin",
+        {**ORIGIN, "access-control-request-method": "GET"},
+    ),
+    "docs-sibling": ("GET", "/docs-internal", {}),
+    "docs-suffix": ("GET", "/docsx/admin", {}),
+    "docs-prefix-only": ("GET", "/doc", {}),
+    "docs-wrong-method": ("POST", "/docs", {}),
+    "docs-case": ("GET", "/DOCS/x", {}),
+    "docs-double-slash": ("GET", "//docs/x", {}),
+    "health-suffix": ("GET", "/health/x", {}),
+    "health-sibling": ("GET", "/healthz", {}),
+}
+
+
+@pytest.fixture
+async def public_routes(world: World) -> AsyncIterator[httpx.AsyncClient]:
+    app = Starlette(routes=[Mount("/api", app=_method_agnostic), Route("/{rest:path}", _anything)])
+    app.add_middleware(
+        BetterAuthMiddleware,
+        base_url=world.base,
+        public=["GET /docs/*", "PREFLIGHT /api/*", "/health"],
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+        yield client
+
+
+@pytest.mark.anyio
+async def test_public_routes_control(public_routes: httpx.AsyncClient) -> None:
+    """The control: what the rules make public is reachable without a token."""
+    preflight = {**ORIGIN, "access-control-request-method": "GET"}
+    assert (await public_routes.options("/api/admin", headers=preflight)).status_code == 200
+    for path in ("/docs", "/docs/", "/docs/oauth2-redirect", "/health"):
+        assert (await public_routes.get(path)).json() == {"anonymous": True}, path
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("case", list(BYPASSES))
+async def test_public_route_bypasses_are_401(public_routes: httpx.AsyncClient, case: str) -> None:
+    method, path, headers = BYPASSES[case]
+    response = await public_routes.request(method, path, headers=headers)
+    assert response.status_code == 401, response.text
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.text != "protected"
+
+
+def _rsa_key_with_exponent(e: int) -> SigningKey:
+    """An RSA signing key whose public exponent is ``e`` (made coprime with phi(n))."""
+    base = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_numbers()
+    p, q = base.p, base.q
+    phi = (p - 1) * (q - 1)
+    while math.gcd(e, phi) != 1:
+        e += 2
+    d = pow(e, -1, phi)
+    numbers = rsa.RSAPrivateNumbers(
+        p, q, d, d % (p - 1), d % (q - 1), rsa.rsa_crt_iqmp(p, q), rsa.RSAPublicNumbers(e, p * q)
+    )
+    key = SigningKey("RS256")
+    key.private_key = numbers.private_key()
+    return key
+
+
+@pytest.fixture
+def key_server() -> Iterator[JWKSServer]:
+    """A key server of its own, for the cases that change what it serves."""
+    with JWKSServer(Issuer()) as server:
+        yield server
+
+
+def _app_for(server: JWKSServer, **options: Any) -> httpx.AsyncClient:
+    app = Starlette(routes=[Route("/whoami", whoami)])
+    app.add_middleware(BetterAuthMiddleware, base_url=server.url, **options)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app")
+
+
+@pytest.mark.anyio
+async def test_ps256_on_an_rsa_key_without_alg_is_401(
+    key_server: JWKSServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    rs = SigningKey("RS256")
+    ps = SigningKey("PS256", kid=rs.kid)
+    ps.private_key = rs.private_key
+    jwk = {k: v for k, v in rs.public_jwk.items() if k != "alg"}
+    key_server.body = json.dumps({"keys": [jwk]}).encode()
+    claims = key_server.issuer.claims()
+    async with _app_for(key_server) as client:
+        assert (await client.get("/whoami", headers=bearer(rs.sign(claims)).headers)).is_success
+        token = ps.sign(claims)
+        response = await client.get("/whoami", headers=bearer(token).headers)
+    _refused(response, 401, token, caplog.text)
+
+
+@pytest.mark.anyio
+async def test_tokens_of_a_huge_exponent_key_are_401(
+    key_server: JWKSServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    costly = _rsa_key_with_exponent(2**2046 + 1)
+    key_server.issuer.keys.append(costly)
+    token = costly.sign(key_server.issuer.claims())
+    async with _app_for(key_server, key_set=KeySetOptions(refresh_cooldown=0)) as client:
+        response = await client.get("/whoami", headers=bearer(token).headers)
+    _refused(response, 401, token, caplog.text)
+    assert response.json()["error_description"] == "no key in the key set has the token's kid"
+
+
+@pytest.mark.anyio
+async def test_a_kid_reused_for_new_key_material_refuses_cached_tokens(
+    key_server: JWKSServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    issuer = key_server.issuer
+    token = issuer.token()
+    async with _app_for(key_server, key_set=KeySetOptions(ttl=0.2, min_ttl=0.2)) as client:
+        assert (await client.get("/whoami", headers=bearer(token).headers)).is_success
+        issuer.keys[0] = SigningKey(issuer.keys[0].alg, kid=issuer.keys[0].kid)
+        await anyio.sleep(0.3)  # past the key set's ttl: the next request refreshes it
+        await client.get("/whoami", headers=bearer(issuer.token()).headers)
+        response = await client.get("/whoami", headers=bearer(token).headers)
+    _refused(response, 401, token, caplog.text)
+
+
+@pytest.mark.anyio
+async def test_a_replayed_forged_kid_is_refused_without_refetching(
+    key_server: JWKSServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    forged = SigningKey("EdDSA", kid="forged-" + "k" * 25)
+    token = forged.sign(key_server.issuer.claims())
+    statuses: list[int] = []
+    async with _app_for(key_server, key_set=KeySetOptions(refresh_cooldown=2.0)) as client:
+
+        async def replay() -> None:
+            statuses.append(
+                (await client.get("/whoami", headers=bearer(token).headers)).status_code
+            )
+
+        await replay()  # the first waits for the cooldown and one refetch
+        fetches = key_server.requests
+        async with anyio.create_task_group() as group:
+            for _ in range(50):
+                group.start_soon(replay)
+    assert statuses == [401] * 51
+    assert key_server.requests == fetches == 2
+    assert not _echoes(caplog.text, token)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("fault", ["unusable-keys", "gzip-bomb", "http-500"])
+async def test_503_bodies_say_nothing_of_the_key_set(
+    key_server: JWKSServer, caplog: pytest.LogCaptureFixture, fault: str
+) -> None:
+    secret = "internal-kid-" + "s" * 20
+    if fault == "unusable-keys":
+        key_server.body = json.dumps({"keys": [{"kid": secret, "kty": "oct", "k": "AA"}]}).encode()
+    elif fault == "gzip-bomb":
+        key_server.body = gzip.compress(gzip.compress(b" " * (64 * 1024 * 1024)))
+        key_server.headers = {"Content-Encoding": "gzip, gzip"}
+    else:
+        key_server.status = 500
+    token = key_server.issuer.token()
+    async with _app_for(key_server) as client:
+        response = await client.get("/whoami", headers=bearer(token).headers)
+    _refused(response, 503, token, caplog.text)
+    assert response.json() == {
+        "error": "temporarily_unavailable",
+        "error_description": "the credentials cannot be checked now; retry later",
+    }
+    assert secret not in response.text
+    assert "Content-Encoding" not in response.text

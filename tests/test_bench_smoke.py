@@ -51,6 +51,20 @@ def test_asgi_prints_the_repeated_and_first_seen_rows() -> None:
 
 
 @pytest.mark.timeout(150)
+def test_kinds_prints_a_row_per_kind() -> None:
+    output = run("kinds.py")
+    assert "## kinds: µs per request in process (quick run)" in output
+    for case in (
+        "BearerJWT, first-seen",
+        "SessionCookie, first-seen session_data",
+        "SessionToken, get-session cache hit",
+    ):
+        row = next(line for line in output.splitlines() if line.startswith(f"| {case} |"))
+        assert len(row.split("|")) == 7  # five cells
+    assert "get-session miss:" in output
+
+
+@pytest.mark.timeout(150)
 def test_fleet_prints_every_check() -> None:
     from _redis import require_redis
 

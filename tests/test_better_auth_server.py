@@ -26,9 +26,9 @@ from _better_auth import (
     require_server,
     running_server,
     server_fixture,
-    start_uvicorn,
     unverified_part,
 )
+from _serving import start_uvicorn
 from starlette.applications import Starlette
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect

@@ -189,7 +189,7 @@ def test_inspect_shows_everything_unverified(cli: RunCLI, issuer: Issuer) -> Non
     assert " UTC, expires in 15 min)" in exp_line
     iat_line = next(line for line in lines if line.startswith("  iat "))
     assert "issued 0 s ago" in iat_line or "issued 1 s ago" in iat_line
-    assert f"to verify it: starlette-betterauth verify - --base-url {issuer.base_url}" in lines
+    assert f"  starlette-betterauth verify - --base-url {issuer.base_url}" in lines
     assert token not in out
 
 

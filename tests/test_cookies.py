@@ -48,6 +48,8 @@ def test_names_are_case_sensitive_and_pairs_without_name_or_equals_are_skipped()
 def test_percent_escapes_are_decoded_as_better_auth_does() -> None:
     assert parse_cookies("t=" + OBSERVED_COOKIE)["t"].endswith("KTtc=")
     assert parse_cookies("u=%E2%9C%93")["u"] == "\u2713"
+    assert parse_cookies("l=a%3db%2Fc%2f%7E%25%00")["l"] == "a=b/c/~%\x00"
+    assert parse_cookies("m=%41%C3%A9")["m"] == "A\u00e9"  # ASCII and not, together
 
 
 @pytest.mark.parametrize("value", ["50%", "%zz", "a%3Db%2", "%FF"])

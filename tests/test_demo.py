@@ -8,6 +8,8 @@ SIGINT, as Ctrl-C would, and every process it started must be gone afterwards.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import signal
@@ -19,7 +21,9 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -114,6 +118,34 @@ def expect_status(page: Page, route: str, status: int) -> None:
     expect(page.locator(f"#result-{route}")).to_have_attribute("data-status", str(status))
 
 
+def expect_no_results(page: Page) -> None:
+    """No API answer on screen: none was made with the token now shown."""
+    for route in ("public", "me", "admin"):
+        expect(page.locator(f"#result-{route}")).not_to_have_attribute(
+            "data-status", re.compile("")
+        )
+        expect(page.locator(f"#result-{route} .status")).to_be_empty()
+        expect(page.locator(f"#result-{route} .body")).to_be_empty()
+
+
+def shown_claims(page: Page) -> dict[str, Any]:
+    """The claims of the JWT the page shows, decoded here."""
+    payload = page.locator("#jwt").inner_text().split(".")[1]
+    claims: dict[str, Any] = json.loads(
+        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    )
+    return claims
+
+
+def expect_readable_times(page: Page) -> None:
+    """``iat`` and ``exp`` are followed by their UTC time in the claims panel."""
+    claims = shown_claims(page)
+    for name in ("iat", "exp"):
+        when = datetime.fromtimestamp(claims[name], UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        line = re.compile(rf'"{name}": {claims[name]},? // {re.escape(when)}')
+        expect(page.locator("#claims")).to_contain_text(line)
+
+
 @pytest.mark.browser
 @pytest.mark.integration
 def test_demo_page_signs_up_gets_a_jwt_and_calls_the_api() -> None:
@@ -129,6 +161,10 @@ def test_demo_page_signs_up_gets_a_jwt_and_calls_the_api() -> None:
             page.on("pageerror", lambda error: errors.append(str(error)))
             page.goto(demo.url)
             expect(page.locator("#who")).to_have_text("Not signed in.")
+            expect(page.locator("#account-card h2")).to_have_text(
+                re.compile(r"^1\s*Sign up or sign in$"), use_inner_text=True
+            )
+            expect(page.locator("#get-jwt")).to_be_visible()
 
             # Calls without signing in: the public route answers, /me wants a token.
             expect_status(page, "public", 200)
@@ -141,6 +177,7 @@ def test_demo_page_signs_up_gets_a_jwt_and_calls_the_api() -> None:
             expect(page.locator("#who")).to_contain_text(f"Signed in as {email} (role: user)")
             expect(page.locator("#claims")).to_contain_text(f'"email": "{email}"')
             expect(page.locator("#jwt-header")).to_contain_text('"alg": "EdDSA"')
+            expect_readable_times(page)
 
             expect_status(page, "public", 200)
             expect_status(page, "me", 200)
@@ -157,9 +194,17 @@ def test_demo_page_signs_up_gets_a_jwt_and_calls_the_api() -> None:
             # Signing out and in again gets a JWT with the new role straight away.
             page.click("#sign-out")
             expect(page.locator("#who")).to_have_text("Not signed in.")
+            expect_no_results(page)  # the signed-out visitor sees nothing of the previous user
             page.click("#sign-in")
             expect(page.locator("#who")).to_contain_text("(role: user,admin)")
             expect_status(page, "admin", 200)
+
+            # A reload finds the session: the form shows the signed-in user's address.
+            page.reload()
+            expect(page.locator("#who")).to_contain_text(f"Signed in as {email}")
+            expect(page.locator("#email")).to_have_value(email)
+            expect(page.locator("#name")).to_have_value("Ada Lovelace")
+            expect_no_results(page)
             assert errors == []
         finally:
             browser.close()
@@ -173,17 +218,39 @@ def test_demo_page_with_the_development_issuer() -> None:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
             page.goto(demo.url)
             expect(page.locator("#dev-issuer-reason")).to_have_text("--dev-issuer was given")
             expect(page.locator("#better-auth-account")).to_be_hidden()
+            # The page describes the development issuer's steps, none of Better Auth's.
+            expect(page.locator("#account-card h2")).to_have_text(
+                re.compile(r"^1\s*Pick a token$"), use_inner_text=True
+            )
+            expect(page.locator("#get-jwt")).to_be_hidden()
+            visible = page.locator("body").inner_text()
+            assert "development issuer" in page.locator("header").inner_text()
+            for better_auth_step in (
+                "Sign up",
+                "Sign in with Better Auth",
+                "/api/auth/token",
+                "jwt plugin",
+                "make-me-admin",
+                "Get a new JWT",
+            ):
+                assert better_auth_step not in visible
             page.click("#use-user")
             expect(page.locator("#who")).to_contain_text("Signed in as demo@example.com")
+            expect_readable_times(page)
             expect_status(page, "public", 200)
             expect_status(page, "me", 200)
+            expect(page.locator("#result-me .body")).to_contain_text(" UTC")
             expect_status(page, "admin", 403)
             page.click("#make-admin")
             expect(page.locator("#claims")).to_contain_text('"role": "admin"')
+            expect_no_results(page)  # answers to the user token are gone with it
             expect_status(page, "admin", 200)
+            assert errors == []
         finally:
             browser.close()
     assert_all_gone(demo.children)
@@ -214,6 +281,12 @@ def test_demo_without_node_falls_back_to_the_development_issuer() -> None:
             page = client.get("/")
             assert page.status_code == 200
             assert "content-security-policy" in page.headers
+            for path in ("/", "/app.js", "/config.js"):
+                head = client.head(path)
+                assert head.status_code == 200
+                assert head.content == b""
+                assert head.headers["content-length"] == str(len(client.get(path).content))
+            assert client.head("/nothing-here").status_code == 404
             config = client.get("/config.js").text
             assert '"mode": "dev-issuer"' in config
             assert client.get("/nothing-here").status_code == 404

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import httpx
 import pytest
-from _serving import ROOT, denial, uvicorn_process, websocket_session
+from _helpers import asgi_client, bearer
+from _serving import ROOT, denial, start_uvicorn, websocket_session
 from starlette.types import ASGIApp
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
@@ -53,15 +54,9 @@ def example(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def client(server: JWKSServer, example: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = factory(example)(base_url=server.url, cors_origins=[ORIGIN])
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-        yield c
-
-
-def bearer(token: str | None) -> dict[str, str]:
-    return {} if token is None else {"Authorization": f"Bearer {token}"}
+def app(server: JWKSServer, example: str) -> ASGIApp:
+    """The example behind the ``client`` fixture, configured for the test key server."""
+    return factory(example)(base_url=server.url, cors_origins=[ORIGIN])
 
 
 async def test_public_needs_no_token(client: httpx.AsyncClient) -> None:
@@ -165,8 +160,7 @@ async def test_settings_come_from_the_environment(
     monkeypatch.setenv("BETTER_AUTH_URL", server.url)
     monkeypatch.setenv("CORS_ORIGINS", f" {ORIGIN} , http://localhost:5173,")
     app = factory(example)()
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async with asgi_client(app) as c:
         me = await c.get("/me", headers=bearer(issuer.token(user_id=USER_ID)))
         assert me.json()["id"] == USER_ID
         for origin in (ORIGIN, "http://localhost:5173"):
@@ -176,8 +170,7 @@ async def test_settings_come_from_the_environment(
             assert preflight.headers["access-control-allow-origin"] == origin
     monkeypatch.delenv("CORS_ORIGINS")
     app = factory(example)()
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async with asgi_client(app) as c:
         no_cors = await c.options(
             "/me", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "GET"}
         )
@@ -189,8 +182,7 @@ async def test_fastapi_docs_are_public_and_editor_uses_the_decorator(
     server: JWKSServer, issuer: Issuer
 ) -> None:
     app = factory("fastapi_app")(base_url=server.url)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async with asgi_client(app) as c:
         assert (await c.get("/docs")).status_code == 200
         schema = (await c.get("/openapi.json")).json()
         assert schema["components"]["securitySchemes"]["BetterAuth"]["scheme"] == "bearer"
@@ -216,10 +208,10 @@ def test_example_under_uvicorn(name: str, tmp_path: Path) -> None:
     issuer = Issuer()
     with JWKSServer(issuer) as keys:
         env = {"BETTER_AUTH_URL": keys.url, "CORS_ORIGINS": ORIGIN}
-        with uvicorn_process(f"{name}:app", app_dir=EXAMPLES, env=env) as address:
+        with start_uvicorn(f"{name}:app", app_dir=EXAMPLES, env=env) as uvicorn:
             # The key set was fetched during startup (warm_on_startup).
             assert keys.requests == 1
-            base = f"http://{address}"
+            base, address = uvicorn.url, uvicorn.address
             user = bearer(issuer.token(user_id=USER_ID, role="user"))
             admin = bearer(issuer.token(user_id=USER_ID, role="user,admin"))
             with httpx.Client(base_url=base, timeout=10) as http:

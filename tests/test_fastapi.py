@@ -7,19 +7,21 @@ annotations, so FastAPI resolves every parameter from strings, as in most apps.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 
 import httpx
 import pytest
+from _helpers import asgi_client, bearer
 from _serving import denial, websocket_session
 from fastapi import APIRouter, Depends, FastAPI, Request, Security, WebSocket
 from starlette.middleware import Middleware
 
 from starlette_betterauth import BetterAuthMiddleware, BetterAuthUser, requires_role, requires_scope
+from starlette_betterauth.errors import ConfigurationError
 from starlette_betterauth.fastapi import (
     BetterAuthHTTPException,
     CurrentUser,
@@ -172,15 +174,9 @@ def handler(request: pytest.FixtureRequest) -> bool:
 
 
 @pytest.fixture
-async def client(server: JWKSServer, handler: bool) -> AsyncIterator[httpx.AsyncClient]:
-    app = make_app(server.url, handler=handler, audience=[server.url, RESOURCE])
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-        yield c
-
-
-def bearer(token: str | None) -> dict[str, str]:
-    return {} if token is None else {"Authorization": f"Bearer {token}"}
+def app(server: JWKSServer, handler: bool) -> FastAPI:
+    """The app behind the ``client`` fixture, taking session and access tokens."""
+    return make_app(server.url, handler=handler, audience=[server.url, RESOURCE])
 
 
 #   claims (None: no token) -> status, WWW-Authenticate, reason (None: the endpoint ran)
@@ -300,8 +296,7 @@ async def test_error_handler_makes_dependency_refusals_identical_to_guard_refusa
 ) -> None:
     app = make_app(server.url, handler=True)
     token = bearer(issuer.token(role="user"))
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async with asgi_client(app) as c:
         for headers in ({}, token):
             by_guard = await c.get("/decorated", headers=headers)
             by_dependency = await c.get("/dependency", headers=headers)
@@ -364,28 +359,13 @@ async def test_any_of_and_all_of_dependencies(
     assert response.status_code == status
 
 
-def access_token(issuer: Issuer, scope: str) -> str:
-    now = int(time.time())
-    claims = {
-        "iss": issuer.base_url,
-        "aud": RESOURCE,
-        "sub": USER_ID,
-        "client_id": "client-abc",
-        "azp": "client-abc",
-        "scope": scope,
-        "iat": now,
-        "exp": now + 3600,
-        "jti": "token-1",
-    }
-    return issuer.current_key.sign(claims, {"typ": "at+jwt"})
-
-
 async def test_require_scope(client: httpx.AsyncClient, issuer: Issuer) -> None:
-    granted = await client.get(
-        "/reports", headers=bearer(access_token(issuer, "openid reports:read"))
-    )
+    # The app takes session tokens too, so it checks iss against the base URL.
+    token = issuer.access_token(scope="openid reports:read", audience=RESOURCE, iss=issuer.base_url)
+    granted = await client.get("/reports", headers=bearer(token))
     assert granted.json() == {"scopes": ["openid", "reports:read"]}
-    refused = await client.get("/reports", headers=bearer(access_token(issuer, "openid")))
+    token = issuer.access_token(scope="openid", audience=RESOURCE, iss=issuer.base_url)
+    refused = await client.get("/reports", headers=bearer(token))
     assert refused.status_code == 403
     assert refused.headers["www-authenticate"] == (
         'Bearer error="insufficient_scope", '
@@ -416,8 +396,7 @@ async def test_openapi_declares_the_bearer_scheme(client: httpx.AsyncClient) -> 
 async def test_dependencies_without_the_middleware_fail_closed() -> None:
     app = FastAPI()
     app.include_router(router)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async with asgi_client(app) as c:
         with pytest.raises(RuntimeError, match="current_user found no user"):
             await c.get("/me")
         with pytest.raises(RuntimeError, match="require_role found no user"):
@@ -467,3 +446,71 @@ def test_package_does_not_import_fastapi() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+# -- requires_role (decorator) and require_role (dependency) cannot be swapped silently ----
+
+SLIPPED = "requires_role('admin') is a decorator for endpoints, not a FastAPI dependency"
+# Defining the alias is harmless: FastAPI reads the dependency when a route uses it.
+SlippedAdmin = Annotated[BetterAuthUser, Depends(requires_role("admin"))]
+
+
+@pytest.mark.parametrize(
+    ("slip", "advice"),
+    [
+        (
+            lambda: Depends(requires_role("admin")),
+            rf"{re.escape(SLIPPED)}: write Depends\(require_role\('admin'\)\) "
+            r"\(from starlette_betterauth\.fastapi import require_role\), "
+            r"or put @requires_role\('admin'\) below the route decorator",
+        ),
+        (
+            lambda: Security(requires_role(any_of=["admin", "editor"])),
+            r"write Depends\(require_role\(any_of=\('admin', 'editor'\)\)\)",
+        ),
+        (
+            lambda: Depends(requires_scope(all_of=(s for s in ("a:read", "a:write")))),
+            r"write Depends\(require_scope\(all_of=\('a:read', 'a:write'\)\)\) "
+            r"\(from starlette_betterauth\.fastapi import require_scope\)",
+        ),
+    ],
+    ids=["depends", "security-any-of", "scope-all-of-generator"],
+)
+async def test_guard_used_as_a_dependency_fails_when_the_route_is_defined(
+    server: JWKSServer, issuer: Issuer, slip: Callable[[], Any], advice: str
+) -> None:
+    app = make_app(server.url, handler=True)
+    with pytest.raises(ConfigurationError, match=advice):
+        app.get("/slip", dependencies=[slip()])(page_size)
+    with pytest.raises(ConfigurationError, match=re.escape(SLIPPED)):
+
+        @app.get("/slip")
+        async def in_a_parameter(user: SlippedAdmin) -> str:
+            return user.id
+
+    # The form the message names works on the same app.
+    @app.get("/fixed")
+    async def fixed(user: Admin) -> str:
+        return user.id
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        ok = await c.get("/fixed", headers=bearer(issuer.token(user_id=USER_ID, role="admin")))
+        denied = await c.get("/fixed", headers=bearer(issuer.token(role="user")))
+        missing = await c.get("/slip", headers=bearer(issuer.token(role="admin")))
+    assert (ok.status_code, ok.json()) == (200, USER_ID)
+    assert denied.status_code == 403
+    assert missing.status_code == 404  # the refused definitions registered no route
+
+
+def test_dependency_used_as_a_decorator_fails_at_import() -> None:
+    """The reverse slip is loud too: mypy refuses it, and Python at decoration time."""
+    app = FastAPI()
+    with pytest.raises(TypeError, match="missing 1 required positional argument"):
+
+        @app.get("/admin")  # type: ignore[call-arg, type-var]
+        @require_role("admin")  # type: ignore[arg-type]
+        async def admin(request: Request) -> str:
+            return "never registered"
+
+    assert not [r for r in app.routes if getattr(r, "path", None) == "/admin"]

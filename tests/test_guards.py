@@ -7,17 +7,16 @@ testing kit's JWKSServer on 127.0.0.1; tokens are minted by its Issuer.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from _helpers import asgi_client, bearer, guarded_app
 from _serving import denial, threaded_uvicorn, websocket_session
 from starlette.applications import Starlette
 from starlette.authentication import requires
 from starlette.endpoints import HTTPEndpoint, WebSocketEndpoint
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -25,7 +24,7 @@ from starlette.websockets import WebSocket
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from starlette_betterauth import BetterAuthMiddleware, BetterAuthUser, requires_role, requires_scope
+from starlette_betterauth import BetterAuthUser, requires_role, requires_scope
 from starlette_betterauth.errors import ConfigurationError
 from starlette_betterauth.testing import Issuer, JWKSServer
 
@@ -174,20 +173,13 @@ def make_app(url: str, **options: Any) -> Starlette:
         Route("/starlette-scope", starlette_requires_scope),
         Route("/whoami", whoami),
     ]
-    return Starlette(
-        routes=routes, middleware=[Middleware(BetterAuthMiddleware, base_url=url, **options)]
-    )
+    return guarded_app(routes, base_url=url, **options)
 
 
 @pytest.fixture
-async def client(server: JWKSServer) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=make_app(server.url))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-        yield c
-
-
-def bearer(token: str | None) -> dict[str, str]:
-    return {} if token is None else {"Authorization": f"Bearer {token}"}
+def app(server: JWKSServer) -> Starlette:
+    """The app behind the ``client`` fixture: make_app for the test key server."""
+    return make_app(server.url)
 
 
 # What each caller is, and the exact answer a guarded "admin" endpoint gives it.
@@ -294,9 +286,7 @@ async def test_guard_refusals_are_byte_identical_to_the_middleware(
     relaxed = make_app(server.url)
     responses = []
     for app in (strict, relaxed):
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-        ) as c:
+        async with asgi_client(app) as c:
             responses.append(await c.get("/async"))
     by_middleware, by_guard = responses
     assert by_middleware.status_code == by_guard.status_code == 401
@@ -306,9 +296,7 @@ async def test_guard_refusals_are_byte_identical_to_the_middleware(
 
 async def test_guard_behind_a_public_route(server: JWKSServer, issuer: Issuer) -> None:
     app = make_app(server.url, optional=False, public=["/async"])
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-    ) as c:
+    async with asgi_client(app) as c:
         anonymous = await c.get("/async")
         admin = await c.get("/async", headers=bearer(issuer.token(role="admin")))
     assert_refusal(anonymous, *OUTCOMES["anonymous"][1:])
@@ -360,9 +348,7 @@ async def test_banned_users_pass_only_when_the_middleware_allows_them(
     server: JWKSServer, issuer: Issuer
 ) -> None:
     app = make_app(server.url, allow_banned=True)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-    ) as c:
+    async with asgi_client(app) as c:
         banned_admin = await c.get(
             "/async", headers=bearer(issuer.token(role="admin", banned=True))
         )
@@ -410,9 +396,7 @@ async def test_roles_come_from_the_configured_source(
 ) -> None:
     app = make_app(server.url, roles=roles_option)
     token = issuer.token(**{"role": None, **claims})
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-    ) as c:
+    async with asgi_client(app) as c:
         seen = await c.get("/whoami", headers=bearer(token))
         admin = await c.get("/async", headers=bearer(token))
     assert seen.status_code == 200
@@ -424,31 +408,10 @@ async def test_roles_come_from_the_configured_source(
 # -- scopes and Starlette's own requires --------------------------------------------------
 
 
-def access_token(issuer: Issuer, scope: str | None, **claims: Any) -> str:
-    """An access token shaped like Better Auth's OAuth provider issues (typ at+jwt)."""
-    now = int(time.time())
-    payload: dict[str, Any] = {
-        "iss": issuer.base_url,
-        "aud": RESOURCE,
-        "sub": "user-123",
-        "client_id": "client-abc",
-        "azp": "client-abc",
-        "sid": "session-1",
-        "iat": now,
-        "exp": now + 3600,
-        "jti": "token-1",
-    }
-    if scope is not None:
-        payload["scope"] = scope
-    payload.update(claims)
-    return issuer.current_key.sign(payload, {"typ": "at+jwt"})
-
-
 @pytest.fixture
 async def api_client(server: JWKSServer) -> AsyncIterator[httpx.AsyncClient]:
     app = make_app(server.url, audience=[server.url, RESOURCE])
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async with asgi_client(app) as c:
         yield c
 
 
@@ -466,7 +429,8 @@ async def api_client(server: JWKSServer) -> AsyncIterator[httpx.AsyncClient]:
 async def test_requires_scope_with_oauth_access_tokens(
     api_client: httpx.AsyncClient, issuer: Issuer, scope: str | None, one: int, both: int
 ) -> None:
-    token = access_token(issuer, scope)
+    # api_client takes session tokens too, so it checks iss against the base URL.
+    token = issuer.access_token(scope=scope, audience=RESOURCE, iss=issuer.base_url)
     single = await api_client.get("/scope", headers=bearer(token))
     double = await api_client.get("/scopes", headers=bearer(token))
     assert single.status_code == one
@@ -492,7 +456,7 @@ async def test_credentials_scopes_for_starlette_requires(
     api_client: httpx.AsyncClient, issuer: Issuer
 ) -> None:
     session = issuer.token(role="user,admin")
-    oauth = access_token(issuer, "openid reports:read")
+    oauth = issuer.access_token(scope="openid reports:read", audience=RESOURCE, iss=issuer.base_url)
     anonymous = await api_client.get("/whoami")
     assert anonymous.json() == {"user": None, "auth": []}
     seen = await api_client.get("/whoami", headers=bearer(session))
@@ -512,8 +476,7 @@ async def test_credentials_scopes_for_starlette_requires(
 
 async def test_guard_without_middleware_fails_closed_and_loudly() -> None:
     app = Starlette(routes=[Route("/async", async_endpoint)])
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async with asgi_client(app) as c:
         with pytest.raises(RuntimeError, match="add BetterAuthMiddleware"):
             await c.get("/async")
 
@@ -527,8 +490,7 @@ async def test_starlette_endpoint_without_request_parameter_is_reported(
 
     app = make_app(server.url)
     app.router.routes.append(Route("/no-request", no_request))
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async with asgi_client(app) as c:
         with pytest.raises(TypeError, match="no_request is guarded by requires_role"):
             await c.get("/no-request", headers=bearer(issuer.token(role="admin")))
 

@@ -19,9 +19,8 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from _helpers import asgi_client, bearer, whoami
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from starlette_betterauth import BetterAuthMiddleware, JWKSCache, KeySetOptions
@@ -156,10 +155,6 @@ OUTAGES = (
 )
 
 
-async def whoami(request: Request) -> JSONResponse:
-    return JSONResponse({"id": request.state.user.id})
-
-
 def make_app(url: str, **key_set: Any) -> BetterAuthMiddleware:
     options: dict[str, Any] = {"timeout": TIMEOUT, "retry_interval": 60.0}
     options.update(key_set)
@@ -193,7 +188,7 @@ async def burst(
     statuses: list[int] = []
 
     async def one(token: str) -> None:
-        response = await client.get(path, headers={"authorization": f"Bearer {token}"})
+        response = await client.get(path, headers=bearer(token))
         statuses.append(response.status_code)
         if response.status_code == 503:
             assert response.headers["retry-after"].isdigit()
@@ -212,7 +207,7 @@ async def client_for() -> AsyncIterator[Callable[[BetterAuthMiddleware], httpx.A
     clients: list[httpx.AsyncClient] = []
 
     def make(app: BetterAuthMiddleware) -> httpx.AsyncClient:
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app")
+        client = asgi_client(app)
         clients.append(client)
         return client
 

@@ -11,12 +11,7 @@ from __future__ import annotations
 import gc
 import os
 import secrets
-import signal
-import socket
-import subprocess
-import sys
 import textwrap
-import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,6 +22,8 @@ import anyio.lowlevel
 import httpx
 import psutil
 import pytest
+from _helpers import asgi_client, bearer
+from _serving import start_uvicorn
 from starlette.types import Message, Receive, Scope, Send
 
 from starlette_betterauth import BetterAuthMiddleware, KeySetOptions
@@ -171,7 +168,7 @@ async def test_thousand_concurrent_cold_requests_cause_one_fetch(
     transport_statuses: Counter[int] = Counter()
 
     async def one_over_http(client: httpx.AsyncClient, token: str) -> None:
-        response = await client.get("/", headers={"authorization": f"Bearer {token}"})
+        response = await client.get("/", headers=bearer(token))
         transport_statuses[response.status_code] += 1
 
     async with anyio.create_task_group() as group:
@@ -184,9 +181,8 @@ async def test_thousand_concurrent_cold_requests_cause_one_fetch(
 
     # The same through HTTP (httpx.ASGITransport), on a second cold app.
     http_app = BetterAuthMiddleware(ok, base_url=server.url)
-    transport = httpx.ASGITransport(app=http_app)
     async with (
-        httpx.AsyncClient(transport=transport, base_url="http://app") as client,
+        asgi_client(http_app) as client,
         anyio.create_task_group() as group,
     ):
         for token in tokens:
@@ -324,65 +320,14 @@ WORKER_APP = textwrap.dedent(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _wait_ready(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    for _ in range(300):
-        if process.poll() is not None:
-            raise AssertionError(f"uvicorn exited early: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"uvicorn did not start: {log.read_text()[-2000:]}")
-
-
-def _stop_group(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=15)
-
-
 def test_two_uvicorn_workers_both_serve(server: JWKSServer, issuer: Issuer, tmp_path: Path) -> None:
     (tmp_path / "worker_app.py").write_text(WORKER_APP)
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = tmp_path / "uvicorn.log"
-    env = dict(os.environ, BETTER_AUTH_URL=server.url)
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "worker_app:app",
-        "--app-dir",
-        str(tmp_path),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "2",
-        "--log-level",
-        "warning",
-    ]
+    env = {"BETTER_AUTH_URL": server.url}
     workers: list[psutil.Process] = []
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        _wait_ready(process, base + "/health", log)
+    with start_uvicorn(
+        "worker_app:app", app_dir=tmp_path, env=env, workers=2, ready_path="/health"
+    ) as uvicorn:
+        process, base = uvicorn.process, uvicorn.url
         workers = psutil.Process(process.pid).children(recursive=True)
         children = {worker.pid for worker in workers}
         seen: Counter[int] = Counter()
@@ -393,7 +338,7 @@ def test_two_uvicorn_workers_both_serve(server: JWKSServer, issuer: Issuer, tmp_
             token = issuer.token(user_id=user)
             # A new connection per request, so the kernel hands them to either worker.
             with httpx.Client(base_url=base, timeout=10) as client:
-                response = client.get("/whoami", headers={"authorization": f"Bearer {token}"})
+                response = client.get("/whoami", headers=bearer(token))
             return response.status_code, response.json(), user
 
         with ThreadPoolExecutor(max_workers=8) as pool:
@@ -411,11 +356,9 @@ def test_two_uvicorn_workers_both_serve(server: JWKSServer, issuer: Issuer, tmp_
         # Each worker holds its own key-set cache: one fetch each.
         assert server.requests == 2
         with httpx.Client(base_url=base, timeout=10) as client:
-            refused = client.get("/whoami", headers={"authorization": "Bearer not.a.jwt"})
+            refused = client.get("/whoami", headers=bearer("not.a.jwt"))
         assert refused.status_code == 401
         assert refused.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
-    finally:
-        _stop_group(process)
     assert process.returncode is not None
     # The workers got the group's SIGTERM too; give them a bounded while to exit.
     _, alive = psutil.wait_procs(workers, timeout=15)

@@ -7,15 +7,12 @@ import logging
 from typing import Any
 
 import anyio.to_thread
-import httpx
 import pytest
+from _helpers import asgi_client, bearer, guarded_app, ok
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from starlette_betterauth import BetterAuthMiddleware, JWKSCache, KeySetOptions
+from starlette_betterauth import JWKSCache, KeySetOptions
 from starlette_betterauth.__main__ import main
 from starlette_betterauth.middleware import token_fingerprint
 from starlette_betterauth.testing import Issuer, JWKSServer, SigningKey, b64url
@@ -25,21 +22,9 @@ pytestmark = pytest.mark.anyio
 LOGGER = "starlette_betterauth"
 
 
-async def ok(request: Request) -> PlainTextResponse:
-    return PlainTextResponse("ok")
-
-
 def make_app(**options: Any) -> Starlette:
     routes = [Route("/me", ok), Route("/public", ok), Route("/{rest:path}", ok)]
-    return Starlette(routes=routes, middleware=[Middleware(BetterAuthMiddleware, **options)])
-
-
-def client_for(app: Starlette) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app")
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {token}"}
+    return guarded_app(routes, **options)
 
 
 def messages(caplog: pytest.LogCaptureFixture, prefix: str = "") -> list[tuple[int, str]]:
@@ -58,7 +43,7 @@ async def test_one_line_per_refusal_at_the_configured_level(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger=LOGGER)
     expired = issuer.expired_token()
-    async with client_for(make_app(base_url=server.url, log_level=logging.DEBUG)) as client:
+    async with asgi_client(make_app(base_url=server.url, log_level=logging.DEBUG)) as client:
         assert (await client.get("/me", headers=bearer(expired))).status_code == 401
         assert (await client.post("/me")).status_code == 401
         assert (await client.get("/me", headers=bearer(issuer.token()))).status_code == 200
@@ -79,10 +64,10 @@ async def test_refusals_below_the_logger_level_are_not_logged(
     server: JWKSServer, issuer: Issuer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger=LOGGER)
-    async with client_for(make_app(base_url=server.url)) as client:  # log_level INFO
+    async with asgi_client(make_app(base_url=server.url)) as client:  # log_level INFO
         assert (await client.get("/me", headers=bearer("x.y.z"))).status_code == 401
     assert messages(caplog, "refused") == []
-    async with client_for(make_app(base_url=server.url, log_level=logging.WARNING)) as client:
+    async with asgi_client(make_app(base_url=server.url, log_level=logging.WARNING)) as client:
         assert (await client.get("/me", headers=bearer("x.y.z"))).status_code == 401
     assert [level for level, _ in messages(caplog, "refused")] == [logging.WARNING]
 
@@ -94,7 +79,7 @@ async def test_key_set_outage_refusals_are_warnings(
     with JWKSServer(issuer) as server:
         server.status = 500
         token = issuer.token()
-        async with client_for(make_app(base_url=server.url, log_level=logging.DEBUG)) as client:
+        async with asgi_client(make_app(base_url=server.url, log_level=logging.DEBUG)) as client:
             assert (await client.get("/me", headers=bearer(token))).status_code == 503
     assert messages(caplog, "refused") == [
         (
@@ -113,7 +98,7 @@ async def test_the_path_cannot_forge_log_lines(
     server: JWKSServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger=LOGGER)
-    async with client_for(make_app(base_url=server.url)) as client:
+    async with asgi_client(make_app(base_url=server.url)) as client:
         await client.get("/a%0D%0Arefused GET /admin: forged%1B[2J")
         await client.get("/" + "x" * 500)
     (_, forged), (_, long) = messages(caplog, "refused")
@@ -251,7 +236,7 @@ async def test_no_log_record_ever_contains_a_token(
         valid[:-1] + "\u00e9",
         "x" * 20_000,
     ]
-    async with client_for(app) as client:
+    async with asgi_client(app) as client:
         for _ in range(2):  # the second round hits the verified-token cache
             assert (await client.get("/me", headers=bearer(valid))).status_code == 200
             assert (await client.get("/public", headers=bearer(valid))).status_code == 200

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
+from _helpers import asgi_client, bearer, guarded_app
 from _serving import websocket_session
 from starlette.applications import Starlette
 from starlette.authentication import requires
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -64,20 +63,13 @@ def make_app(**options: Any) -> Starlette:
         Route("/starlette-admin", starlette_admin),
         WebSocketRoute("/ws", echo),
     ]
-    return Starlette(routes=routes, middleware=[Middleware(BetterAuthMiddleware, **options)])
+    return guarded_app(routes, **options)
 
 
 @pytest.fixture
-async def client(server: JWKSServer) -> AsyncIterator[httpx.AsyncClient]:
-    app = make_app(base_url=server.url)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://app"
-    ) as c:
-        yield c
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {token}"}
+def app(server: JWKSServer) -> Starlette:
+    """The app behind the ``client`` fixture: make_app for the test key server."""
+    return make_app(base_url=server.url)
 
 
 @pytest.mark.parametrize("alg", ALGORITHMS)
@@ -85,8 +77,7 @@ async def test_each_algorithm_reaches_the_handler(alg: str) -> None:
     issuer = Issuer(alg=alg)
     with JWKSServer(issuer) as server:
         app = make_app(base_url=server.url)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+        async with asgi_client(app) as client:
             token = issuer.token(user_id="u1", email="a@example.com", role="user,admin")
             response = await client.get("/me", headers=bearer(token))
     assert response.status_code == 200
@@ -109,7 +100,7 @@ async def test_user_claims_are_read_only(client: httpx.AsyncClient, issuer: Issu
 
     app = Starlette(routes=[Route("/", grab)])
     app.add_middleware(BetterAuthMiddleware, base_url=issuer.base_url)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c:
+    async with asgi_client(app) as c:
         assert (await c.get("/", headers=bearer(issuer.token()))).status_code == 200
     with pytest.raises(TypeError):
         seen[0].claims["sub"] = "someone else"  # type: ignore[index]
@@ -159,8 +150,7 @@ async def test_other_scheme_is_refused(client: httpx.AsyncClient) -> None:
 
 async def test_public_routes_exact_prefix_and_method(server: JWKSServer) -> None:
     app = make_app(base_url=server.url, public=["/health", "/public/*", "OPTIONS /*"])
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+    async with asgi_client(app) as client:
         assert (await client.get("/health")).json() == {"anonymous": True, "authenticated": False}
         assert (await client.get("/public/a/b")).status_code == 200
         assert (await client.get("/healthz")).status_code == 401
@@ -174,7 +164,7 @@ async def test_public_route_with_a_failing_token_is_still_401(
     server: JWKSServer, issuer: Issuer
 ) -> None:
     app = make_app(base_url=server.url, public=["/health"])
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c:
+    async with asgi_client(app) as c:
         response = await c.get("/health", headers=bearer(issuer.expired_token()))
         assert response.status_code == 401
         assert (await c.get("/health", headers=bearer(issuer.token()))).json()["id"]
@@ -182,7 +172,7 @@ async def test_public_route_with_a_failing_token_is_still_401(
 
 async def test_optional_mode(server: JWKSServer, issuer: Issuer) -> None:
     app = make_app(base_url=server.url, optional=True)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c:
+    async with asgi_client(app) as c:
         anonymous = await c.get("/me")
         assert anonymous.json() == {"anonymous": True, "authenticated": False}
         refused = await c.get("/me", headers=bearer(issuer.token(exp=None)))
@@ -205,7 +195,7 @@ async def test_banned_user_is_403(client: httpx.AsyncClient, issuer: Issuer) -> 
 
 async def test_allow_banned(server: JWKSServer, issuer: Issuer) -> None:
     app = make_app(base_url=server.url, allow_banned=True)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c:
+    async with asgi_client(app) as c:
         assert (await c.get("/me", headers=bearer(issuer.token(banned=True)))).status_code == 200
 
 
@@ -222,14 +212,14 @@ async def test_role_sources(
     server: JWKSServer, issuer: Issuer, roles: str, claims: dict[str, Any], expected: list[str]
 ) -> None:
     app = make_app(base_url=server.url, roles=roles)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c:
+    async with asgi_client(app) as c:
         token = issuer.token(**{"role": None, **claims})
         assert (await c.get("/me", headers=bearer(token))).json()["roles"] == expected
 
 
 async def test_role_callable(server: JWKSServer, issuer: Issuer) -> None:
     app = make_app(base_url=server.url, roles=lambda claims: ["from-callable", claims["email"]])
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c:
+    async with asgi_client(app) as c:
         body = (await c.get("/me", headers=bearer(issuer.token(email="e@x.io")))).json()
     assert body["roles"] == ["e@x.io", "from-callable"]
 
@@ -249,7 +239,7 @@ async def test_on_error_hook_overrides_the_response(server: JWKSServer) -> None:
         return JSONResponse({"custom": error.status_code}, status_code=error.status_code)
 
     app = make_app(base_url=server.url, on_error=on_error)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c:
+    async with asgi_client(app) as c:
         response = await c.get("/me")
     assert response.json() == {"custom": 401}
     assert type(seen[0]).__name__ == "MissingTokenError"
@@ -260,9 +250,7 @@ async def test_key_server_down_is_503_with_retry_after() -> None:
         server.status = 500
         app = make_app(base_url=server.url)
         issuer = server.issuer
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://a"
-        ) as c:
+        async with asgi_client(app) as c:
             response = await c.get("/me", headers=bearer(issuer.token()))
     assert response.status_code == 503
     assert response.headers["retry-after"] == "5"
@@ -364,7 +352,7 @@ async def test_base_url_from_environment(
 ) -> None:
     monkeypatch.setenv("BETTER_AUTH_URL", server.url)
     app = make_app()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c:
+    async with asgi_client(app) as c:
         assert (await c.get("/me", headers=bearer(issuer.token()))).status_code == 200
 
 
@@ -376,8 +364,7 @@ async def test_custom_jwks_url_issuer_and_audience_list() -> None:
             issuer="https://issuer.example",
             audience=["api-1", "api-2"],
         )
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://a") as c:
+        async with asgi_client(app) as c:
             ok = await c.get("/me", headers=bearer(issuer.token(aud=["other", "api-2"])))
             wrong = await c.get("/me", headers=bearer(issuer.token(aud="api-3")))
     assert ok.status_code == 200
@@ -392,7 +379,7 @@ async def test_roles_callable_that_raises_gives_no_roles(
         raise KeyError("org")
 
     app = make_app(base_url=server.url, roles=broken)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c:
+    async with asgi_client(app) as c:
         with caplog.at_level(logging.ERROR, logger="starlette_betterauth"):
             me = await c.get("/me", headers=bearer(issuer.token(role="admin")))
             admin = await c.get("/starlette-admin", headers=bearer(issuer.token(role="admin")))
@@ -417,8 +404,7 @@ async def test_shared_user_and_credentials_cannot_leak_between_requests(
 
     app = make_app(base_url=issuer.base_url)
     app.router.routes.append(Route("/escalate", escalate))
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://a") as c:
+    async with asgi_client(app) as c:
         await c.get("/escalate", headers=bearer(token))
         assert (await c.get("/starlette-admin", headers=bearer(token))).status_code == 403
     with pytest.raises(AttributeError, match="immutable"):

@@ -14,16 +14,14 @@ from typing import Any
 
 import httpx
 import pytest
+from _helpers import asgi_client, bearer, guarded_app, ok
 from _serving import websocket_session
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from starlette_betterauth import BetterAuthMiddleware, JWKSCache, KeySetOptions
+from starlette_betterauth import JWKSCache, KeySetOptions
 from starlette_betterauth.testing import Issuer, JWKSServer, SigningKey
 
 pytestmark = pytest.mark.anyio
@@ -42,10 +40,6 @@ def example() -> ModuleType:
     return module
 
 
-def bearer(token: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {token}"}
-
-
 class Recorder:
     """An on_event hook that keeps every event."""
 
@@ -62,10 +56,6 @@ class Recorder:
         return [(n, d) for n, d in self.events if n in OUTCOMES]
 
 
-async def ok(request: Request) -> PlainTextResponse:
-    return PlainTextResponse("ok")
-
-
 async def echo(websocket: WebSocket) -> None:
     await websocket.accept()
     await websocket.close()
@@ -73,7 +63,7 @@ async def echo(websocket: WebSocket) -> None:
 
 def make_app(**options: Any) -> Starlette:
     routes = [Route("/me", ok), Route("/public", ok), WebSocketRoute("/ws", echo)]
-    return Starlette(routes=routes, middleware=[Middleware(BetterAuthMiddleware, **options)])
+    return guarded_app(routes, **options)
 
 
 async def websocket_handshake(app: Starlette, token: str | None) -> str:
@@ -124,9 +114,7 @@ async def test_every_request_emits_exactly_one_outcome(server: JWKSServer, issue
             {"path": "/me", "reason": "BannedUserError", "status": 403},
         ),
     ]
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://app"
-    ) as client:
+    async with asgi_client(app) as client:
         for path, headers, status, name, data in cases:
             before = len(recorder.outcomes())
             response = await client.get(path, headers=headers)
@@ -147,7 +135,7 @@ async def test_every_request_emits_exactly_one_outcome(server: JWKSServer, issue
 async def test_optional_mode_reports_anonymous(server: JWKSServer) -> None:
     recorder = Recorder()
     app = make_app(base_url=server.url, on_event=recorder, optional=True)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c:
+    async with asgi_client(app) as c:
         assert (await c.get("/me")).status_code == 200
     assert recorder.events == [("anonymous", {"path": "/me"})]
 
@@ -157,9 +145,7 @@ async def test_key_set_unavailable_is_one_refusal_per_request(issuer: Issuer) ->
     with JWKSServer(issuer) as server:
         server.status = 500
         app = make_app(base_url=server.url, on_event=recorder)
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://app"
-        ) as client:
+        async with asgi_client(app) as client:
             for _ in range(3):
                 assert (await client.get("/me", headers=bearer(issuer.token()))).status_code == 503
     refused = {"path": "/me", "reason": "KeySetFetchError", "status": 503}
@@ -176,9 +162,7 @@ async def test_a_hook_that_raises_is_logged_and_ignored(
         raise RuntimeError(f"metrics backend down ({name})")
 
     app = make_app(base_url=server.url, on_event=broken)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://app"
-    ) as client:
+    async with asgi_client(app) as client:
         assert (await client.get("/me", headers=bearer(issuer.token()))).status_code == 200
         assert (await client.get("/me")).status_code == 401
     failures = [r for r in caplog.records if r.getMessage().startswith("the on_event hook raised")]
@@ -230,7 +214,7 @@ async def test_each_fetch_emits_one_start_and_one_outcome(
     for name, data in recorder.events:
         expected = {
             "jwks_fetch": {"url"},
-            "jwks_refresh": {"url", "keys", "gained", "lost", "duration"},
+            "jwks_refresh": {"url", "keys", "gained", "lost", "replaced", "duration"},
             "jwks_failure": {"url", "error", "reason", "stale", "duration"},
         }[name]
         assert set(data) == expected
@@ -322,9 +306,7 @@ async def test_prometheus_example_counts_outcomes(server: JWKSServer, issuer: Is
     assert value("betterauth_requests_total", outcome="accepted") == 0
     assert value("betterauth_jwks_fetches_total", result="ok") == 0
     token = issuer.token(user_id="u-1", role="admin")
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://app"
-    ) as client:
+    async with asgi_client(app) as client:
         ready = await client.get("/ready")
         assert ready.status_code == 200
         assert ready.json()["ready"] is True
@@ -361,9 +343,7 @@ async def test_prometheus_example_when_the_key_server_fails(issuer: Issuer) -> N
     with JWKSServer(issuer) as server:
         server.status = 500
         app = example().create_app(server.url, registry=registry)
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://app"
-        ) as client:
+        async with asgi_client(app) as client:
             ready = await client.get("/ready")
             refused = await client.get("/me", headers=bearer(issuer.token()))
         assert server.requests == 1

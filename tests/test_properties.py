@@ -16,14 +16,12 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+from _helpers import asgi_client, bearer, guarded_app, whoami
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from starlette_betterauth import BetterAuthMiddleware, KeySetOptions
+from starlette_betterauth import KeySetOptions
 from starlette_betterauth._compact import MAX_HEADER_LENGTH, MAX_TOKEN_LENGTH, parse_token
 from starlette_betterauth._headers import (
     MAX_AUTHORIZATION_LENGTH,
@@ -229,10 +227,6 @@ def test_oversized_header_is_refused_before_decoding(header: str) -> None:
 # -- through the middleware ------------------------------------------------------------------
 
 
-async def whoami(request: Request) -> JSONResponse:
-    return JSONResponse({"id": request.state.user.id})
-
-
 @pytest.fixture(scope="module")
 def key_server() -> Iterator[JWKSServer]:
     with JWKSServer(ISSUER) as server:
@@ -241,18 +235,16 @@ def key_server() -> Iterator[JWKSServer]:
 
 @pytest.fixture
 async def client(key_server: JWKSServer) -> AsyncIterator[httpx.AsyncClient]:
-    app = Starlette(routes=[Route("/", whoami)])
     # The issuer of the module's tokens is fixed; only signatures and claims vary.
-    app.add_middleware(
-        BetterAuthMiddleware,
+    app = guarded_app(
+        [Route("/", whoami)],
         jwks_url=key_server.jwks_url,
         issuer=ISSUER.base_url,
         audience=ISSUER.base_url,
         key_set=KeySetOptions(refresh_cooldown=0),
     )
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
-        assert (await client.get("/", headers={"authorization": f"Bearer {GENUINE}"})).is_success
+    async with asgi_client(app) as client:
+        assert (await client.get("/", headers=bearer(GENUINE))).is_success
         yield client
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from _helpers import asgi_client, bearer
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -54,19 +55,15 @@ def middleware(server: JWKSServer, events: Events, **options: Any) -> BetterAuth
     return BetterAuthMiddleware(app, base_url=server.url, on_event=events, **options)
 
 
-def client(app: BetterAuthMiddleware) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app")
-
-
 async def get(c: httpx.AsyncClient, token: str) -> httpx.Response:
-    return await c.get("/me", headers={"authorization": f"Bearer {token}"})
+    return await c.get("/me", headers=bearer(token))
 
 
 async def test_a_repeated_token_is_verified_once(server: JWKSServer, issuer: Issuer) -> None:
     events = Events()
     app = middleware(server, events)
     token = issuer.token(user_id="u1")
-    async with client(app) as c:
+    async with asgi_client(app) as c:
         outcomes = [(await get(c, token)).text for _ in range(5)]
     assert outcomes == ["u1"] * 5
     assert [data["cached"] for name, data in events.seen if name == "accepted"] == [
@@ -84,7 +81,7 @@ async def test_an_entry_never_outlives_the_tokens_exp(server: JWKSServer, issuer
     app = middleware(server, events, leeway=0)
     token = issuer.token(user_id="u1", expires_in=2)
     exp = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "==="))["exp"]
-    async with client(app) as c:
+    async with asgi_client(app) as c:
         assert (await get(c, token)).status_code == 200
         assert (await get(c, token)).status_code == 200
         assert events.last("accepted")["cached"] is True
@@ -100,7 +97,7 @@ async def test_an_entry_never_outlives_the_cache_ttl(server: JWKSServer, issuer:
     events = Events()
     app = middleware(server, events, token_cache_ttl=0.2)
     token = issuer.token()
-    async with client(app) as c:
+    async with asgi_client(app) as c:
         await get(c, token)
         await get(c, token)
         assert events.last("accepted")["cached"] is True
@@ -117,7 +114,7 @@ async def test_tokens_of_a_removed_key_are_refused(server: JWKSServer, issuer: I
     )
     old_key = issuer.current_key
     old_token = issuer.token(key=old_key, user_id="old")
-    async with client(app) as c:
+    async with asgi_client(app) as c:
         assert (await get(c, old_token)).text == "old"
         assert (await get(c, old_token)).text == "old"
         assert events.last("accepted")["cached"] is True
@@ -139,7 +136,7 @@ async def test_the_cache_is_bounded_and_evicts_the_oldest(
     events = Events()
     app = middleware(server, events, token_cache_size=3)
     tokens = [issuer.token(user_id=f"u{i}") for i in range(5)]
-    async with client(app) as c:
+    async with asgi_client(app) as c:
         for token in tokens:
             assert (await get(c, token)).status_code == 200
         assert len(app.cache) == 3
@@ -172,7 +169,7 @@ async def test_failures_are_never_cached(
         token = issuer.token(aud="https://elsewhere.example")
     else:
         token = issuer.token(banned=True)
-    async with client(app) as c:
+    async with asgi_client(app) as c:
         statuses = [(await get(c, token)).status_code for _ in range(3)]
     assert statuses == [status] * 3
     assert events.count("refused") == 3
@@ -188,7 +185,7 @@ async def test_a_token_that_failed_is_not_remembered_once_it_works(
     pending = issuer.rotate()
     issuer.remove_key(pending.kid)
     token = issuer.token(key=pending, user_id="later")
-    async with client(app) as c:
+    async with asgi_client(app) as c:
         assert (await get(c, token)).status_code == 401
         assert len(app.cache) == 0
         issuer.keys.append(pending)
@@ -204,7 +201,7 @@ async def test_the_cache_can_be_switched_off(
     events = Events()
     app = middleware(server, events, **options)
     token = issuer.token()
-    async with client(app) as c:
+    async with asgi_client(app) as c:
         statuses = [(await get(c, token)).status_code for _ in range(3)]
     assert statuses == [200] * 3
     assert [data["cached"] for name, data in events.seen if name == "accepted"] == [False] * 3

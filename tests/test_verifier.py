@@ -71,7 +71,7 @@ async def test_configured_algorithms_restrict(server: JWKSServer, issuer: Issuer
         await verifier.verify(issuer.token())
 
 
-async def test_rsa_key_without_alg_allows_rs256_and_ps256() -> None:
+async def test_rsa_key_without_alg_is_rs256_only() -> None:
     rs = SigningKey("RS256")
     ps_same_key = SigningKey("PS256", kid=rs.kid)
     ps_same_key.private_key = rs.private_key
@@ -83,7 +83,8 @@ async def test_rsa_key_without_alg_allows_rs256_and_ps256() -> None:
         verifier = TokenVerifier.for_server(server.url)
         claims = issuer.claims()
         assert (await verifier.verify(rs.sign(claims)))["sub"] == claims["sub"]
-        assert (await verifier.verify(ps_same_key.sign(claims)))["sub"] == claims["sub"]
+        with pytest.raises(UnsupportedAlgorithmError, match=r"not the algorithm .* \(RS256\)"):
+            await verifier.verify(ps_same_key.sign(claims))
 
 
 async def test_embedded_keys_and_urls_are_ignored(

@@ -1,9 +1,9 @@
 """Project Wycheproof's JOSE vectors, run through the verifier and a real key server.
 
-The vectors live in ``../shared/wycheproof/`` beside the repository; without them
-the suite fails (it does not skip). Each vector's key is served by a loopback
-:class:`JWKSServer` and read by a :class:`JWKSCache`; its token goes to
-:meth:`TokenVerifier.verify_token`.
+The vectors live in ``tests/vectors/wycheproof/`` (Apache-2.0: see the README and
+the license notice there); without them the suite fails (it does not skip). Each
+vector's key is served by a loopback :class:`JWKSServer` and read by a
+:class:`JWKSCache`; its token goes to :meth:`TokenVerifier.verify_token`.
 
 A Wycheproof payload is opaque bytes (``"foo"``), never a JWT claims set, so the
 verifier refuses it before reaching the signature. The verdict therefore has two
@@ -42,7 +42,7 @@ from starlette_betterauth.errors import (
 )
 from starlette_betterauth.testing import JWKSServer
 
-WYCHEPROOF = Path(__file__).parents[2] / "shared" / "wycheproof"
+WYCHEPROOF = Path(__file__).parent / "vectors" / "wycheproof"
 FILES = ("json_web_signature_test.json", "json_web_key_test.json", "json_web_crypto_test.json")
 # Vector types that hold JWS tokens (the crypto file also has JWE groups).
 JWS_TYPES = frozenset({"JsonWebSignature", "JsonWebKey", "JsonWebCrypto"})
@@ -103,7 +103,7 @@ def _vectors_of(name: str, document: dict[str, Any]) -> Iterator[Vector]:
 
 
 def load_vectors() -> list[Vector]:
-    """Every JWS vector of the shared Wycheproof files ([] when the folder is missing)."""
+    """Every JWS vector of the Wycheproof files ([] when the folder is missing)."""
     vectors: list[Vector] = []
     for name in FILES:
         path = WYCHEPROOF / name

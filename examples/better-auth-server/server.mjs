@@ -18,6 +18,9 @@
 //   JWKS_GRACE_PERIOD       seconds an expired key stays in the JWKS     (default: 2592000, 30 days)
 //   TRUSTED_ORIGINS         comma-separated browser origins allowed to call with credentials (CORS)
 //   ADMIN_EMAILS            comma-separated emails that get role "admin" at sign-up
+//   COOKIE_CACHE            session_data cookie: jwks | jwt | compact | jwe | off (default jwks)
+//   COOKIE_CACHE_MAX_AGE    seconds a session_data cookie lives          (default 300)
+//   SESSION_EXPIRES_IN      seconds a session lives                      (default 604800, 7 days)
 //   DEV_ENDPOINTS           "1" enables the DEVELOPMENT-ONLY /dev/* endpoints
 //   RATE_LIMIT              "1" enables Better Auth's rate limiter       (default off)
 //   LOG_LEVEL               Better Auth's log level                      (default warn)
@@ -116,6 +119,21 @@ const ROTATION_INTERVAL = seconds("JWKS_ROTATION_INTERVAL");
 const GRACE_PERIOD = seconds("JWKS_GRACE_PERIOD");
 const TRUSTED_ORIGINS = list("TRUSTED_ORIGINS").map(stripSlash);
 const ADMIN_EMAILS = new Set(list("ADMIN_EMAILS").map((e) => e.toLowerCase()));
+// session.cookieCache: "jwks" is strategy "jwt" signed with the jwt plugin's key set
+// (`jwt({ sessionCookieCache: true })`), verifiable with the public keys alone; "jwt",
+// "compact" and "jwe" are Better Auth's secret-based strategies; "off" disables it.
+const COOKIE_CACHE_STRATEGIES = ["jwks", "jwt", "compact", "jwe", "off"];
+const COOKIE_CACHE = env("COOKIE_CACHE", "jwks");
+if (!COOKIE_CACHE_STRATEGIES.includes(COOKIE_CACHE)) {
+  fail(`COOKIE_CACHE must be one of ${COOKIE_CACHE_STRATEGIES.join(", ")}, got ${JSON.stringify(COOKIE_CACHE)}`);
+}
+const COOKIE_CACHE_MAX_AGE = seconds("COOKIE_CACHE_MAX_AGE") ?? 300;
+// Better Auth reads 0 as "the default" (300 s): refuse it rather than surprise.
+if (!Number.isInteger(COOKIE_CACHE_MAX_AGE) || COOKIE_CACHE_MAX_AGE < 1) fail("COOKIE_CACHE_MAX_AGE must be a whole number of seconds, at least 1");
+const SESSION_EXPIRES_IN = seconds("SESSION_EXPIRES_IN");
+if (SESSION_EXPIRES_IN !== undefined && (!Number.isInteger(SESSION_EXPIRES_IN) || SESSION_EXPIRES_IN < 1)) {
+  fail("SESSION_EXPIRES_IN must be a whole number of seconds, at least 1");
+}
 const DEV_ENDPOINTS = env("DEV_ENDPOINTS") === "1";
 const RATE_LIMIT = env("RATE_LIMIT") === "1";
 const SECONDARY_STORAGE = await secondaryStorageFromEnv().catch((error) => fail(error.message));
@@ -155,6 +173,9 @@ server.listen(PORT, HOST, () => {
     basePath: BASE_PATH,
     issuer: state.jwtOptions.jwt.issuer,
     audience: state.jwtOptions.jwt.audience,
+    cookieCache: COOKIE_CACHE,
+    cookieCacheMaxAge: COOKIE_CACHE === "off" ? null : COOKIE_CACHE_MAX_AGE,
+    cookiePrefix: "better-auth",
     devEndpoints: DEV_ENDPOINTS,
     startupMs: Math.round(performance.now()), // since the process started
   };
@@ -164,6 +185,7 @@ server.listen(PORT, HOST, () => {
 function createAuth(baseURL) {
   const audience = list("JWT_AUDIENCE");
   const jwtOptions = {
+    sessionCookieCache: COOKIE_CACHE === "jwks",
     jwks: {
       keyPairConfig,
       jwksPath: JWKS_PATH,
@@ -185,6 +207,13 @@ function createAuth(baseURL) {
     database: memoryAdapter({ user: [], session: [], account: [], verification: [], jwks: [] }),
     emailAndPassword: { enabled: true },
     ...(SECONDARY_STORAGE ? { secondaryStorage: SECONDARY_STORAGE } : {}),
+    session: {
+      ...(SESSION_EXPIRES_IN !== undefined ? { expiresIn: SESSION_EXPIRES_IN } : {}),
+      cookieCache:
+        COOKIE_CACHE === "off"
+          ? { enabled: false }
+          : { enabled: true, strategy: COOKIE_CACHE === "jwks" ? "jwt" : COOKIE_CACHE, maxAge: COOKIE_CACHE_MAX_AGE },
+    },
     trustedOrigins: TRUSTED_ORIGINS,
     rateLimit: { enabled: RATE_LIMIT },
     telemetry: { enabled: false },
@@ -279,6 +308,11 @@ async function handle(req, res) {
     return;
   }
 
+  if (DEV_ENDPOINTS && path === GET_SESSION_PATH) {
+    recordGetSession(req, res);
+    if (await injectGetSessionFault(res)) return;
+  }
+
   await state.authHandler(req, res);
 }
 
@@ -329,6 +363,12 @@ async function handleDev(req, res, path, origin, corsAllowed) {
       return dropKeys(ctx, body, res);
     case "/dev/make-me-admin":
       return makeMeAdmin(req, ctx, res);
+    case "/dev/update-user":
+      return updateUser(ctx, body, res);
+    case "/dev/get-session-calls":
+      return sendJSON(res, 200, getSessionCallsReport(body));
+    case "/dev/get-session-fault":
+      return setGetSessionFault(body, res);
     default:
       return sendJSON(res, 404, { message: "Not Found" });
   }
@@ -400,14 +440,149 @@ async function dropKeys(ctx, body, res) {
 }
 
 // POST /dev/make-me-admin  (session cookie, or Authorization: Bearer <session token>)
-// Adds "admin" to the caller's roles ("user" -> "user,admin").
+// Adds "admin" to the caller's roles ("user" -> "user,admin"), and sets the caller a
+// fresh session_data cookie: the one it holds still says the old role, and Better Auth
+// answers /token and get-session from it until it expires.
 async function makeMeAdmin(req, ctx, res) {
-  const session = await state.auth.api.getSession({ headers: fromNodeHeaders(req.headers) });
+  const headers = fromNodeHeaders(req.headers);
+  const session = await state.auth.api.getSession({ headers });
   if (!session) return sendJSON(res, 401, { message: "Unauthorized", code: "UNAUTHORIZED" });
   const roles = String(session.user.role || "user").split(",").map((r) => r.trim()).filter(Boolean);
   if (!roles.includes("admin")) roles.push("admin");
   const user = await ctx.internalAdapter.updateUser(session.user.id, { role: roles.join(",") });
+  if (COOKIE_CACHE !== "off") {
+    const fresh = await state.auth.api.getSession({ headers, query: { disableCookieCache: true }, returnHeaders: true });
+    const cookies = fresh.headers.getSetCookie();
+    if (cookies.length > 0) res.setHeader("set-cookie", cookies);
+  }
   return sendJSON(res, 200, { user: { id: user.id, email: user.email, role: user.role } });
+}
+
+// POST /dev/update-user  {"userId": "...", "banned"?: bool, "banReason"?: string|null, "role"?: string}
+// Writes the user row directly and leaves the user's sessions alone, unlike the admin
+// plugin's ban-user (which deletes them): a live session whose user is banned, or a
+// role change without any admin session.
+async function updateUser(ctx, body, res) {
+  if (typeof body.userId !== "string") return sendJSON(res, 400, { message: 'Body must name a "userId"' });
+  const update = {};
+  if (typeof body.banned === "boolean") update.banned = body.banned;
+  if (body.banReason === null || typeof body.banReason === "string") update.banReason = body.banReason;
+  if (typeof body.role === "string") update.role = body.role;
+  if (Object.keys(update).length === 0) return sendJSON(res, 400, { message: 'Body must set "banned", "banReason" or "role"' });
+  if (!(await ctx.internalAdapter.findUserById(body.userId))) return sendJSON(res, 404, { message: "No such user" });
+  const user = await ctx.internalAdapter.updateUser(body.userId, { ...update, updatedAt: new Date() });
+  return sendJSON(res, 200, {
+    user: { id: user.id, email: user.email, role: user.role, banned: user.banned ?? false, banReason: user.banReason ?? null },
+  });
+}
+
+// -- get-session calls: recorded, and faults injected on demand ------------------------
+// Every request to {BASE_PATH}/get-session is recorded (DEV_ENDPOINTS=1 only), so a
+// test can count the calls a verifier made and see what it sent. Recorded: which
+// credential carried the session ("cookie", "bearer" or "none"), the raw session token
+// (the part before the dot), whether it was signed, the cookie names and the header
+// names of the request, and the status answered.
+
+const GET_SESSION_PATH = `${BASE_PATH === "/" ? "" : BASE_PATH}/get-session`;
+const MAX_RECORDED_CALLS = 10_000;
+let getSessionCount = 0;
+let getSessionCalls = [];
+let getSessionFault = null; // { status, retryAfter, delayMs, remaining }
+
+function parseCookies(header) {
+  const cookies = [];
+  for (const part of String(header || "").split(";")) {
+    const eq = part.indexOf("=");
+    if (eq > 0) cookies.push([part.slice(0, eq).trim(), part.slice(eq + 1).trim()]);
+  }
+  return cookies;
+}
+
+function decode(value) {
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    return value;
+  }
+}
+
+function recordGetSession(req, res) {
+  const cookies = parseCookies(req.headers.cookie);
+  const sessionCookie = cookies.find(([name]) => /^(__Secure-)?better-auth\.session_token$/.test(name));
+  const authorization = String(req.headers.authorization || "");
+  let via = "none";
+  let value = null;
+  if (/^bearer /i.test(authorization)) {
+    via = "bearer";
+    value = authorization.slice(7).trim();
+  } else if (sessionCookie) {
+    via = "cookie";
+    value = decode(sessionCookie[1]);
+  }
+  const call = {
+    n: ++getSessionCount,
+    at: Date.now(),
+    method: req.method,
+    via,
+    token: value === null ? null : value.split(".")[0],
+    signed: value !== null && value.includes("."),
+    cookies: cookies.map(([name]) => name),
+    headers: Object.keys(req.headers).sort(),
+    status: null,
+  };
+  getSessionCalls.push(call);
+  if (getSessionCalls.length > MAX_RECORDED_CALLS) getSessionCalls = getSessionCalls.slice(-MAX_RECORDED_CALLS);
+  res.on("finish", () => {
+    call.status = res.statusCode;
+  });
+}
+
+// POST /dev/get-session-calls  {"reset"?: true}
+// {"count": <calls since start or the last reset>, "calls": [...]}; with "reset" the
+// record is cleared after it is read.
+function getSessionCallsReport(body) {
+  const report = { count: getSessionCount, calls: getSessionCalls };
+  if (body.reset === true) {
+    getSessionCount = 0;
+    getSessionCalls = [];
+  }
+  return report;
+}
+
+// POST /dev/get-session-fault  {"status"?: 503, "retryAfter"?: "7", "delayMs"?: 0, "times"?: 1}
+// The next `times` get-session requests (default 1; -1 for every one until cleared)
+// wait `delayMs`, then answer `status` with `Retry-After: retryAfter` instead of the
+// session, or, without a status, go on to Better Auth after the delay. `{}` clears it.
+function setGetSessionFault(body, res) {
+  const { status, retryAfter, delayMs = 0, times = 1 } = body;
+  if (status === undefined && retryAfter === undefined && !delayMs) {
+    getSessionFault = null;
+    return sendJSON(res, 200, { fault: null });
+  }
+  if (status !== undefined && !(Number.isInteger(status) && status >= 200 && status <= 599)) {
+    return sendJSON(res, 400, { message: '"status" must be an HTTP status 200-599' });
+  }
+  if (!(Number.isFinite(delayMs) && delayMs >= 0 && delayMs <= 600_000)) {
+    return sendJSON(res, 400, { message: '"delayMs" must be 0-600000' });
+  }
+  if (!(Number.isInteger(times) && (times >= 1 || times === -1))) {
+    return sendJSON(res, 400, { message: '"times" must be a positive integer or -1' });
+  }
+  getSessionFault = { status: status ?? null, retryAfter: retryAfter === undefined ? null : String(retryAfter), delayMs, remaining: times };
+  return sendJSON(res, 200, { fault: getSessionFault });
+}
+
+// Answers a get-session request with the configured fault, if any: true when it did.
+async function injectGetSessionFault(res) {
+  const fault = getSessionFault;
+  if (!fault) return false;
+  if (fault.remaining > 0 && --fault.remaining === 0) getSessionFault = null;
+  if (fault.delayMs) await new Promise((resolve) => setTimeout(resolve, fault.delayMs));
+  if (fault.status === null) return false;
+  const headers = { "content-type": "application/json", "cache-control": "no-store" };
+  if (fault.retryAfter !== null) headers["retry-after"] = fault.retryAfter;
+  if (!res.destroyed) res.writeHead(fault.status, headers).end(JSON.stringify({ message: "injected fault", code: "DEV_FAULT" }));
+  return true;
 }
 
 // ---------------------------------------------------------------------------

@@ -7,7 +7,6 @@
 const config = window.DEMO_CONFIG;
 const $ = (id) => document.getElementById(id);
 let jwt = null;
-let tokenKind = "user"; // dev-issuer mode: which ready-made token is in use
 
 // -- small helpers ---------------------------------------------------------------------------
 
@@ -20,10 +19,21 @@ function show(text, kind = "info") {
 
 function pretty(text) {
   try {
-    return JSON.stringify(JSON.parse(text), null, 2);
+    return withTimes(JSON.stringify(JSON.parse(text), null, 2));
   } catch {
     return text;
   }
+}
+
+// Time claims (seconds since 1970) with a readable UTC time after them, in pretty JSON.
+function withTimes(json) {
+  return json.replace(
+    /^(\s*"(?:iat|exp|nbf|auth_time)": )(\d+(?:\.\d+)?)(,?)$/gm,
+    (line, key, seconds, comma) => {
+      const time = new Date(Number(seconds) * 1000).toISOString();
+      return `${key}${seconds}${comma} // ${time.slice(0, 10)} ${time.slice(11, 19)} UTC`;
+    },
+  );
 }
 
 function decodeSegment(segment) {
@@ -70,8 +80,20 @@ async function busy(button, work) {
 
 // -- the session and its JWT -----------------------------------------------------------------
 
+// The API results on screen were answered to the token shown: a new token (another user, a
+// new role, signed out) clears them.
+function clearResults() {
+  for (const box of document.querySelectorAll(".call")) {
+    delete box.dataset.status;
+    box.querySelector(".status").textContent = "";
+    box.querySelector(".status").className = "status";
+    box.querySelector(".body").textContent = "";
+  }
+}
+
 function setToken(token) {
   jwt = token;
+  clearResults();
   if (!token) {
     $("jwt").textContent = "No token yet.";
     $("jwt-header").textContent = "{}";
@@ -83,7 +105,7 @@ function setToken(token) {
   const claims = decodeSegment(payload);
   $("jwt").textContent = token;
   $("jwt-header").textContent = JSON.stringify(decodeSegment(header), null, 2);
-  $("claims").textContent = JSON.stringify(claims, null, 2);
+  $("claims").textContent = withTimes(JSON.stringify(claims, null, 2));
   $("jwt").dataset.exp = claims.exp;
   tick();
 }
@@ -102,6 +124,9 @@ function tick() {
 setInterval(tick, 1000);
 
 function signedIn(user) {
+  // After a reload the session may be another user's than the one last typed in.
+  if (user.email) $("email").value = user.email;
+  if (user.name) $("name").value = user.name;
   const role = user.role ? ` (role: ${user.role})` : "";
   $("who").textContent = `Signed in as ${user.email}${role}.`;
   $("who").classList.add("in");
@@ -176,7 +201,6 @@ async function makeAdmin() {
 }
 
 function useToken(kind) {
-  tokenKind = kind;
   const token = config[kind];
   const claims = decodeSegment(token.split(".")[1]);
   signedIn(claims);
@@ -220,7 +244,7 @@ function start() {
   wire("sign-up", signUp);
   wire("sign-in", signIn);
   wire("sign-out", signOut);
-  wire("get-jwt", config.mode === "better-auth" ? fetchJwt : async () => useToken(tokenKind));
+  wire("get-jwt", fetchJwt); // Better Auth only: the development issuer's tokens are ready-made
   wire("make-admin", makeAdmin);
   wire("call-public", () => callApi("public", false));
   wire("call-me", () => callApi("me", true));
@@ -233,19 +257,20 @@ function start() {
     $("sign-in").click();
   });
 
+  // Each mode shows its own texts (data-mode="better-auth" or "dev-issuer").
+  for (const el of document.querySelectorAll("[data-mode]")) {
+    el.hidden = el.dataset.mode !== config.mode;
+  }
   if (config.mode === "better-auth") {
     $("where").textContent =
       `Better Auth (${config.alg}) at ${config.authUrl} · Python API at ${config.apiUrl}`;
+    // A fresh address to sign up with; a session found below puts its own in its place.
     $("email").value = `user-${Math.random().toString(36).slice(2, 8)}@example.com`;
     busy($("get-jwt"), loadSession);
   } else {
     $("where").textContent =
       `Development issuer at ${config.issuerUrl} · Python API at ${config.apiUrl}`;
-    $("better-auth-account").hidden = true;
-    $("dev-issuer-account").hidden = false;
     $("dev-issuer-reason").textContent = config.reason;
-    $("jwt-hint").textContent =
-      "Minted by the development issuer; the API checks it against the issuer's key set.";
   }
 }
 

@@ -228,21 +228,27 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
+        self._answer(head=False)
+
+    def do_HEAD(self) -> None:
+        self._answer(head=True)
+
+    def _answer(self, *, head: bool) -> None:
         path = urlsplit(self.path).path
         if path == "/config.js":
             config = json.dumps(self.server.site.config(), indent=2)
-            self._send(
-                200, "text/javascript; charset=utf-8", f"window.DEMO_CONFIG = {config};\n".encode()
-            )
+            body = f"window.DEMO_CONFIG = {config};\n".encode()
+            self._send(200, "text/javascript; charset=utf-8", body, head=head)
         elif path in STATIC:
             name, content_type = STATIC[path]
-            self._send(200, content_type, (HERE / name).read_bytes())
+            self._send(200, content_type, (HERE / name).read_bytes(), head=head)
         elif path == "/favicon.ico":
-            self._send(204, "image/x-icon", b"")
+            self._send(204, "image/x-icon", b"", head=head)
         else:
-            self._send(404, "text/plain; charset=utf-8", b"not found\n")
+            self._send(404, "text/plain; charset=utf-8", b"not found\n", head=head)
 
-    def _send(self, status: int, content_type: str, body: bytes) -> None:
+    def _send(self, status: int, content_type: str, body: bytes, *, head: bool) -> None:
+        """Answer with ``body``; to HEAD, the same status and headers without it."""
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -256,7 +262,8 @@ class _Handler(BaseHTTPRequestHandler):
             "form-action 'none'; frame-ancestors 'none'",
         )
         self.end_headers()
-        self.wfile.write(body)
+        if not head:
+            self.wfile.write(body)
 
 
 # -- the demo ------------------------------------------------------------------------------------
