@@ -357,15 +357,16 @@ class SharedAnswers:
         if found is not None:
             self.hits += 1
             return found
-        try:
-            record = await call()
-        except InvalidSessionError:
-            await self._store(answer_key, b'{"v":1,"refused":true}', self.refusal_ttl)
-            raise
+        try:  # the answer is stored before the lock is released: no second call
+            try:
+                record = await call()
+            except InvalidSessionError:
+                await self._store(answer_key, b'{"v":1,"refused":true}', self.refusal_ttl)
+                raise
+            ttl = min(self.cache_ttl, record.expires_at - time.time())
+            await self._store(answer_key, _dump(record, time.time() + ttl), ttl)
         finally:
             await self._release(lock_key, owner)
-        ttl = min(self.cache_ttl, record.expires_at - time.time())
-        await self._store(answer_key, _dump(record, time.time() + ttl), ttl)
         return record, math.inf
 
     async def _answer_or_lock(
