@@ -6,8 +6,10 @@ credential kind holds for a :class:`~starlette_betterauth.RedisStore`:
 - every link to equal settings in one process (and event loop) shares one
   connection pool of at most ``max_connections``, made on first use and closed
   when the last link is closed;
-- each round trip is bounded by ``timeout`` (connecting and waiting for a free
-  connection included) and is never retried by the client;
+- each round trip is bounded by ``timeout`` (connecting included) and is never
+  retried by the client; a request waits ``timeout`` at most for a free connection,
+  and without one does without Redis (that is this process being busy, not Redis
+  failing: Redis is not marked down for it);
 - a failure (unreachable, slow, a protocol error, an answer of the wrong type)
   marks Redis down for ``retry_interval`` seconds: calls meanwhile raise
   :class:`RedisUnavailable` at once instead of waiting again. The first failure
@@ -143,6 +145,8 @@ class _Pool:
             retry=Retry(NoBackoff(), 0),
         )
         self.client: Redis = Redis(connection_pool=self.pool)
+        # Requests wait here for a connection, so the pool itself never has to.
+        self.slots = asyncio.Semaphore(store.max_connections)
         self.read_session: AsyncScript = self.client.register_script(_READ_SESSION)
         self.read_revocation: AsyncScript = self.client.register_script(_READ_REVOCATION)
         self.unlock: AsyncScript = self.client.register_script(_UNLOCK)
@@ -295,11 +299,22 @@ class RedisLink:
         timeout = self.store.timeout
         try:
             with anyio.fail_after(timeout):
+                await pool.slots.acquire()
+        except TimeoutError:
+            # This process is busy, not Redis: this request does without it.
+            raise RedisUnavailable(
+                f"no free Redis connection within {timeout:g} s "
+                f"(max_connections={self.store.max_connections})"
+            ) from None
+        try:
+            with anyio.fail_after(timeout):
                 answer = await command(pool)
         except TimeoutError as exc:
             raise self._fail(f"Redis did not answer within {timeout:g} s") from exc
         except (_redis_error(), OSError) as exc:
             raise self._fail(f"Redis failed ({type(exc).__name__}: {_short(exc)})") from exc
+        finally:
+            pool.slots.release()
         if health.failed:
             health.failed = False
             logger.info("Redis at %s answers again", _where(self.store))

@@ -132,7 +132,8 @@ class RedisStore:
             (``@better-auth/redis-storage``'s default ``"better-auth:"``; ``""``
             for a storage without one).
         cache_prefix: the prefix of this package's own keys (shared cache, locks).
-        timeout: seconds one Redis round trip may take, connecting included.
+        timeout: seconds one Redis round trip may take, connecting included (and
+            seconds a request waits for a free connection).
         retry_interval: seconds Redis is not asked again after it failed
             (unreachable, slow or answering garbage).
         on_error: what a check does while Redis fails: ``"fallback"`` asks
@@ -140,7 +141,7 @@ class RedisStore:
             revocations this process already knows); ``"refuse"`` answers 503
             with ``Retry-After``.
         max_connections: connections per process at most; more requests wait
-            for one, within ``timeout``.
+            for one, within ``timeout``, then do without Redis (as in ``on_error``).
 
     Raises:
         ConfigurationError: a value out of range, naming the setting. (The
