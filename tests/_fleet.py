@@ -1,87 +1,55 @@
 """A fleet on one machine: uvicorn "hosts" of several workers, a get-session counter, load.
 
-:func:`uvicorn_host` starts ``uvicorn --workers N`` serving ``fleet_app:create_app`` on a
-free 127.0.0.1 port and yields its URL and worker PIDs; it is stopped by its PID (the
-workers shut down through the app's lifespan). :class:`CountingProxy` stands between the
-workers and Better Auth and counts get-session calls. :class:`Load` sends bounded bursts
-of requests over fresh connections (so the kernel spreads them over each host's workers)
-and records, per response, the status, the worker and the time.
+:func:`uvicorn_host` starts ``uvicorn --workers N`` serving ``fleet_app:create_app`` with
+the suite's one launcher (``_serving.start_uvicorn``) and yields its URL and worker PIDs;
+the workers shut down through the app's lifespan when it stops. :class:`CountingProxy`
+stands between the workers and Better Auth and counts get-session calls. :class:`Load`
+sends bounded bursts of requests over fresh connections (so the kernel spreads them over
+each host's workers) and records, per response, the status, the worker and the time.
 """
 
 from __future__ import annotations
 
 import http.client
-import re
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
 import httpx
-from _better_auth import stop_process
+from _serving import start_uvicorn
 
-TESTS = Path(__file__).resolve().parent
 STARTUP_TIMEOUT = 60.0
-_PORT = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
-_WORKER = re.compile(r"Started server process \[(\d+)\]")
-_READY = "Application startup complete."
 
 
 @dataclass(frozen=True, slots=True)
 class Host:
     """One uvicorn process standing for a host: its URL and its workers' PIDs."""
 
-    process: subprocess.Popen[bytes]
     url: str
     workers: frozenset[int]
-    log: Path
 
 
 @contextmanager
 def uvicorn_host(env: Mapping[str, str], *, workers: int) -> Iterator[Host]:
-    """``uvicorn --workers N --factory fleet_app:create_app`` on a free loopback port."""
-    command = [sys.executable, "-m", "uvicorn", "fleet_app:create_app", "--factory"]
-    command += ["--app-dir", str(TESTS), "--host", "127.0.0.1", "--port", "0"]
-    command += ["--workers", str(workers), "--no-access-log", "--log-level", "info"]
-    with tempfile.TemporaryDirectory(prefix="fleet-") as directory:
-        log = Path(directory, "log")
-        with log.open("wb") as output:
-            process = subprocess.Popen(
-                command,
-                env={**_environ(), **env},
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-            deadline = time.monotonic() + STARTUP_TIMEOUT
-            while True:
-                text = log.read_text("utf-8", "replace")
-                port = _PORT.search(text)
-                pids = frozenset(int(pid) for pid in _WORKER.findall(text))
-                if port and len(pids) == workers and text.count(_READY) >= workers:
-                    break
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"uvicorn did not start its workers:\n{text[-3000:]}")
-                time.sleep(0.05)
-            yield Host(process, f"http://127.0.0.1:{port.group(1)}", pids, log)
-        finally:
-            stop_process(process)
-
-
-def _environ() -> dict[str, str]:
-    import os
-
-    return dict(os.environ)
+    """``uvicorn --workers N --factory fleet_app:create_app`` on a free loopback port,
+    once every worker answers."""
+    with start_uvicorn(
+        "fleet_app:create_app", env=env, factory=True, workers=workers, ready_path="/health"
+    ) as server:
+        seen: set[int] = set()
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        # Fresh connections, so the kernel hands them to every worker in turn.
+        with httpx.Client(limits=httpx.Limits(max_keepalive_connections=0)) as client:
+            while len(seen) < workers:
+                assert time.monotonic() < deadline, f"only workers {seen} answered"
+                seen.add(client.get(f"{server.url}/health").json()["pid"])
+        yield Host(server.url, frozenset(seen))
 
 
 class _QuietServer(ThreadingHTTPServer):

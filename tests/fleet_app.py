@@ -27,6 +27,11 @@ async def me(request: Request) -> JSONResponse:
     return JSONResponse({"id": request.state.user.id})
 
 
+async def health(request: Request) -> JSONResponse:
+    """Public: which worker answers."""
+    return JSONResponse({"pid": os.getpid()})
+
+
 class WorkerHeader:
     """Adds ``x-worker: <pid>`` to every HTTP response."""
 
@@ -55,7 +60,9 @@ def create_app() -> ASGIApp:
         env["FLEET_REDIS_URL"],
         secondary_storage=secondary,
         key_prefix=env.get("FLEET_KEY_PREFIX", "better-auth:"),
-        timeout=0.25,
+        # Generous: 8 workers and the test share 2 cores; a slower answer would
+        # count as a Redis failure and make a get-session call of its own.
+        timeout=1.0,
         retry_interval=1.0,
     )
     accept: list[Credential] = [
@@ -67,5 +74,8 @@ def create_app() -> ASGIApp:
     ]
     if secondary:
         accept.append(BearerJWT(redis=store))
-    middleware = Middleware(BetterAuthMiddleware, base_url=env["FLEET_BASE_URL"], accept=accept)
-    return WorkerHeader(Starlette(routes=[Route("/me", me)], middleware=[middleware]))
+    middleware = Middleware(
+        BetterAuthMiddleware, base_url=env["FLEET_BASE_URL"], accept=accept, public=["/health"]
+    )
+    routes = [Route("/me", me), Route("/health", health)]
+    return WorkerHeader(Starlette(routes=routes, middleware=[middleware]))
