@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SERVER := examples/better-auth-server
 
-.PHONY: demo test lint check venv node chromium clean bench bench-http
+.PHONY: demo test lint check venv node chromium redis clean bench bench-http
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,12 +28,19 @@ chromium:
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
+# The Redis tests start their own redis-server (Debian's) on a free loopback port.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "installing Debian's redis-server for the Redis tests"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: venv node chromium lint
+test: venv node chromium redis lint
 	# coverage starts before pytest, so the package's pytest plugin is measured from its import
 	$(VENV)/bin/coverage run -m pytest -p no:cacheprovider
 	$(VENV)/bin/coverage report

@@ -12,7 +12,7 @@ Example::
 from __future__ import annotations
 
 from ._jwks import JWKSCache, KeySetStatus
-from ._settings import KeySetOptions, VerifierSettings
+from ._settings import KeySetOptions, RedisStore, VerifierSettings
 from ._sync import SyncTokenVerifier
 from ._user import BetterAuthUser
 from ._verifier import TokenVerifier, VerifiedToken
@@ -27,6 +27,7 @@ __all__ = [
     "JWKSCache",
     "KeySetOptions",
     "KeySetStatus",
+    "RedisStore",
     "SyncTokenVerifier",
     "TokenVerifier",
     "VerifiedToken",

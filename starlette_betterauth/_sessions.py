@@ -11,10 +11,10 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import unquote
 
 import httpx
@@ -31,6 +31,7 @@ __all__ = [
     "SessionClientStatus",
     "SessionCredential",
     "SessionRecord",
+    "SharedCache",
     "session_expiry",
 ]
 
@@ -138,6 +139,22 @@ class SessionRecord:
 SessionClientStatus = LookupStatus
 
 
+class SharedCache(Protocol):
+    """Answers shared with other processes, consulted before each get-session call."""
+
+    async def through(
+        self, credential: SessionCredential, call: Callable[[], Awaitable[SessionRecord]]
+    ) -> tuple[SessionRecord, float]:
+        """The answer for ``credential``: a shared one, or ``call()``'s (shared in turn),
+        and the seconds it may be kept (a shared answer ends with its shared entry).
+
+        Raises only :class:`InvalidSessionError` and :class:`SessionServiceError`.
+        """
+
+    async def aclose(self) -> None:
+        """Release its connections."""
+
+
 class SessionClient(RemoteLookup[SessionCredential, SessionRecord]):
     """Looks sessions up with Better Auth's ``GET /api/auth/get-session``, with caching.
 
@@ -187,6 +204,10 @@ class SessionClient(RemoteLookup[SessionCredential, SessionRecord]):
             ``outcome`` (``"accepted"``, ``"refused"`` or ``"unavailable"``),
             ``reason`` (the error's class name, or None) and ``duration`` (seconds
             of the call, or None). A hook that raises is logged and ignored.
+        shared: a cache shared by processes (the Redis one), asked before each
+            call this client would make, and told the answers.
+        shared: a cache shared by processes (the Redis one), asked before each
+            call this client would make, and told the answers.
 
     Raises:
         ConfigurationError: a URL that is not http(s), or a bad setting (named).
@@ -214,6 +235,7 @@ class SessionClient(RemoteLookup[SessionCredential, SessionRecord]):
         max_body_size: int = 256 * 1024,
         retry_interval: float = 1.0,
         on_event: EventHook | None = None,
+        shared: SharedCache | None = None,
     ) -> None:
         super().__init__(
             url,
@@ -226,6 +248,7 @@ class SessionClient(RemoteLookup[SessionCredential, SessionRecord]):
             retry_interval=retry_interval,
             on_event=on_event,
         )
+        self.shared = shared
 
     async def lookup(self, credential: SessionCredential) -> SessionRecord:
         """The live session ``credential`` names, from the cache or from get-session.
@@ -238,6 +261,23 @@ class SessionClient(RemoteLookup[SessionCredential, SessionRecord]):
 
     def _event_data(self, credential: SessionCredential) -> dict[str, Any]:
         return {"kind": credential.kind}
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this instance made it, and the shared cache."""
+        await super().aclose()
+        if self.shared is not None:
+            await self.shared.aclose()
+
+    async def _call(self, credential: SessionCredential) -> tuple[SessionRecord, float]:
+        if self.shared is None:
+            return await super()._call(credential)
+
+        async def call() -> SessionRecord:
+            record, _ = await super(SessionClient, self)._call(credential)
+            return record
+
+        record, keep = await self.shared.through(credential, call)
+        return record, min(record.expires_at, time.time() + keep)
 
     def _request(self, credential: SessionCredential) -> httpx.Request:
         headers = [("accept", "application/json"), ("user-agent", _USER_AGENT)]

@@ -13,8 +13,8 @@ import difflib
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
-from typing import TypedDict
+from dataclasses import KW_ONLY, dataclass, fields
+from typing import Literal, TypedDict
 from urllib.parse import urlsplit
 
 import httpx
@@ -28,6 +28,7 @@ __all__ = [
     "ENV_BASE_URL",
     "MAX_LEEWAY",
     "KeySetOptions",
+    "RedisStore",
     "ResolvedSettings",
     "VerifierSettings",
     "check_algorithms",
@@ -91,6 +92,99 @@ class KeySetOptions:
         size = self.max_body_size
         if type(size) is not int or size <= 0:
             raise ConfigurationError("max_body_size must be a positive number of bytes")
+
+
+#: Better Auth's ``@better-auth/redis-storage`` default ``keyPrefix``.
+DEFAULT_REDIS_KEY_PREFIX = "better-auth:"
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+@dataclass(frozen=True, slots=True)
+class RedisStore:
+    """The Redis a fleet of API processes shares (needs ``starlette-betterauth[redis]``).
+
+    Give it to the credential kinds: ``SessionCookie(redis=store)``,
+    ``SessionToken(redis=store)``, ``BearerJWT(redis=store)``. Each process
+    keeps one connection pool for equal settings, whichever kinds use it.
+
+    With ``secondary_storage=True`` (the default) this is the Redis Better Auth
+    writes as its ``secondaryStorage``: session cookies and tokens are checked
+    with one Redis round trip instead of a get-session call, a deleted session
+    (sign-out, revocation, ban) is refused at once, and JWTs issued before
+    their user's ``revoked-sessions-before-<userId>`` mark are refused. With
+    ``secondary_storage=False`` it is a cache of get-session answers shared by
+    every process, with at most one call in flight across the fleet per new
+    credential.
+
+    Example::
+
+        store = RedisStore("redis://redis.internal:6379/0")
+        app.add_middleware(
+            BetterAuthMiddleware,
+            base_url="https://auth.example.com",
+            accept=[SessionCookie(redis=store), BearerJWT(redis=store)],
+        )
+
+    Attributes:
+        url: ``redis://``, ``rediss://`` or ``unix://`` URL (database, password included).
+        secondary_storage: Better Auth writes its sessions here (``secondaryStorage``).
+        key_prefix: the prefix Better Auth's storage puts before its keys
+            (``@better-auth/redis-storage``'s default ``"better-auth:"``; ``""``
+            for a storage without one).
+        cache_prefix: the prefix of this package's own keys (shared cache, locks).
+        timeout: seconds one Redis round trip may take, connecting included (and
+            seconds a request waits for a free connection).
+        retry_interval: seconds Redis is not asked again after it failed
+            (unreachable, slow or answering garbage).
+        on_error: what a check does while Redis fails: ``"fallback"`` asks
+            get-session instead (and accepts a JWT on its signature, refusing the
+            revocations this process already knows); ``"refuse"`` answers 503
+            with ``Retry-After``.
+        max_connections: connections per process at most; more requests wait
+            for one, within ``timeout``, then do without Redis (as in ``on_error``).
+
+    Raises:
+        ConfigurationError: a value out of range, naming the setting. (The
+            kinds given the store raise one when the ``redis`` package is missing.)
+    """
+
+    url: str
+    _: KW_ONLY
+    secondary_storage: bool = True
+    key_prefix: str = DEFAULT_REDIS_KEY_PREFIX
+    cache_prefix: str = "starlette-betterauth:"
+    timeout: float = 0.5
+    retry_interval: float = 1.0
+    on_error: Literal["fallback", "refuse"] = "fallback"
+    max_connections: int = 32
+
+    def __post_init__(self) -> None:
+        url = self.url
+        if not isinstance(url, str) or urlsplit(url).scheme not in _REDIS_SCHEMES:
+            raise ConfigurationError(
+                f"url must be a redis://, rediss:// or unix:// URL, got {url!r}"
+            )
+        if not isinstance(self.secondary_storage, bool):
+            raise ConfigurationError("secondary_storage must be True or False")
+        for name in ("key_prefix", "cache_prefix"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigurationError(f"{name} must be a string")
+        if not self.cache_prefix:
+            raise ConfigurationError("cache_prefix must not be empty")
+        _check_seconds("timeout", self.timeout, positive=True)
+        _check_seconds("retry_interval", self.retry_interval, positive=False)
+        if self.on_error not in ("fallback", "refuse"):
+            raise ConfigurationError(
+                f'on_error must be "fallback" or "refuse", got {self.on_error!r}'
+            )
+        count = self.max_connections
+        if type(count) is not int or count <= 0:
+            raise ConfigurationError("max_connections must be a positive integer")
+
+    def __repr__(self) -> str:
+        # The URL may carry a password: show its host only.
+        host = urlsplit(self.url).hostname or urlsplit(self.url).path
+        return f"RedisStore({host!r}, secondary_storage={self.secondary_storage})"
 
 
 class VerifierSettings(TypedDict, total=False):

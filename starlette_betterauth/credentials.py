@@ -47,12 +47,14 @@ from ._cookies import (
     parse_cookies,
 )
 from ._dpop import DEFAULT_DPOP_MAX_AGE, DPoPVerifier
+from ._fleet import Revocations, SharedAnswers, StoredSessions
 from ._headers import Presented
 from ._metadata import ResourceMetadata
 from ._observability import EventHook
 from ._origins import TrustedOrigins
+from ._redis import RedisLink
 from ._sessions import SessionClient, SessionCredential, SessionRecord, session_expiry
-from ._settings import ResolvedSettings
+from ._settings import RedisStore, ResolvedSettings, _check_seconds
 from ._token_cache import TokenCache
 from ._user import BetterAuthUser, UserBuilder
 from ._verifier import TokenVerifier
@@ -136,7 +138,7 @@ class Credential(ABC):
         """Bind the kind to one middleware's shared machinery."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BearerJWT(Credential):
     """JWTs of Better Auth's jwt plugin in ``Authorization: Bearer``: the default kind.
 
@@ -145,14 +147,38 @@ class BearerJWT(Credential):
     A verified token is remembered (``token_cache_size``, ``token_cache_ttl``)
     until its ``exp``, and only while the key that signed it is still in the key set.
 
+    With ``redis=`` (a :class:`~starlette_betterauth.RedisStore` Better Auth
+    writes as its ``secondaryStorage``), revoked tokens are refused too: those
+    issued before their user's ``revoked-sessions-before-<userId>`` mark (a
+    ban, "revoke sessions"), and those whose ``sid`` claim names a session that
+    was signed out. One Redis round trip checks a user and ``sid``; the verdict
+    is remembered ``revocation_ttl`` seconds, which bounds how late a
+    revocation is seen.
+
+    Args:
+        redis: the Redis of Better Auth's ``secondaryStorage``.
+        revocation_ttl: seconds a revocation check is remembered (0: every request).
+
     Example::
 
         app.add_middleware(BetterAuthMiddleware, base_url=..., accept=[BearerJWT()])
     """
 
+    redis: RedisStore | None = None
+    revocation_ttl: float = 1.0
+
     def bind(self, context: Context) -> Authenticator:
         """Bind to the middleware's verifier and token cache settings."""
-        return _BearerJWTAuthenticator(context)
+        revocations = None
+        if self.redis is not None:
+            if not self.redis.secondary_storage:
+                raise ConfigurationError(
+                    "BearerJWT(redis=...) reads the revocations Better Auth writes to its "
+                    "secondaryStorage: give it a RedisStore with secondary_storage=True"
+                )
+            _check_seconds("revocation_ttl", self.revocation_ttl, positive=False)
+            revocations = Revocations(RedisLink(self.redis), ttl=self.revocation_ttl)
+        return _BearerJWTAuthenticator(context, revocations)
 
 
 class _BearerJWTAuthenticator:
@@ -161,13 +187,14 @@ class _BearerJWTAuthenticator:
     dpop: DPoPVerifier | None = None
     metadata: tuple[ResourceMetadata, ...] = ()
 
-    def __init__(self, context: Context) -> None:
+    def __init__(self, context: Context, revocations: Revocations | None = None) -> None:
         self._verifier = context.verifier
         self._users = context.users
         self._sole = context.sole_bearer
         self._cache = context.cache
         # With AccessToken accepted too, access tokens (typ at+jwt) are its own.
         self._leave_access_tokens = any(isinstance(k, AccessToken) for k in context.kinds)
+        self.revocations = revocations
 
     def find(self, presented: Presented) -> str | None:
         token = presented.bearer
@@ -178,23 +205,36 @@ class _BearerJWTAuthenticator:
         return token
 
     def cached(self, credential: str) -> Principal | None:
-        return self._cache.get(credential)
+        principal = self._cache.get(credential)
+        revocations = self.revocations
+        if (
+            principal is not None
+            and revocations is not None
+            and not revocations.passed(principal[0])
+        ):
+            return None  # verified, but its revocation check is due
+        return principal
 
     async def authenticate(self, credential: str, presented: Presented) -> Principal:
-        try:
-            verified = await self._verifier.verify_token(credential)
-        except InvalidClaimError as exc:
-            # Next to AccessToken, the provider's ID tokens come this way (no typ): say so.
-            explained = id_token_error(credential) if self._leave_access_tokens else None
-            if explained is not None:
-                raise explained from exc
-            raise
-        principal = self._users.build(verified.claims, kind="jwt", expires_at=verified.exp)
-        self._cache.put(credential, principal, verified.key, verified.exp)
+        principal = self._cache.get(credential) if self.revocations is not None else None
+        if principal is None:
+            try:
+                verified = await self._verifier.verify_token(credential)
+            except InvalidClaimError as exc:
+                # Next to AccessToken, the provider's ID tokens come this way (no typ): say so.
+                explained = id_token_error(credential) if self._leave_access_tokens else None
+                if explained is not None:
+                    raise explained from exc
+                raise
+            principal = self._users.build(verified.claims, kind="jwt", expires_at=verified.exp)
+            self._cache.put(credential, principal, verified.key, verified.exp)
+        if self.revocations is not None:
+            await self.revocations.check(principal[0])
         return principal
 
     async def aclose(self) -> None:
-        return None
+        if self.revocations is not None:
+            await self.revocations.link.aclose()
 
 
 #: Where get-session lives under Better Auth's default basePath.
@@ -213,6 +253,15 @@ class _SessionLookup(Credential):
     cache_size: int = 10_000
     refusal_ttl: float = 5.0
     timeout: float = 5.0
+    redis: RedisStore | None = None
+
+    def _lookups(self, context: Context) -> SessionClient | StoredSessions:
+        """Where sessions are looked up: get-session, or Better Auth's secondaryStorage."""
+        store = self.redis
+        if store is None or not store.secondary_storage:
+            return self._client(context)
+        fallback = self._client(context) if store.on_error == "fallback" else None
+        return StoredSessions(RedisLink(store), fallback, on_event=context.on_event)
 
     def _client(self, context: Context) -> SessionClient:
         """The middleware's get-session client for these settings, shared by the kinds
@@ -226,9 +275,24 @@ class _SessionLookup(Credential):
                     "base_url=) to find Better Auth's get-session"
                 )
             url = base_url + GET_SESSION_PATH
-        settings = (url, self.cache_size, self.cache_ttl, self.refusal_ttl, self.timeout)
+        settings = (
+            url,
+            self.cache_size,
+            self.cache_ttl,
+            self.refusal_ttl,
+            self.timeout,
+            self.redis,
+        )
         client = context.session_clients.get(settings)
         if client is None:
+            shared = None
+            if self.redis is not None and not self.redis.secondary_storage:
+                shared = SharedAnswers(
+                    RedisLink(self.redis),
+                    cache_ttl=self.cache_ttl,
+                    refusal_ttl=self.refusal_ttl,
+                    lock_ttl=self.timeout + 1.0,
+                )
             client = SessionClient(
                 url,
                 cache_size=self.cache_size,
@@ -236,6 +300,7 @@ class _SessionLookup(Credential):
                 refusal_ttl=self.refusal_ttl,
                 timeout=self.timeout,
                 on_event=context.on_event,
+                shared=shared,
             )
             context.session_clients[settings] = client
         return client
@@ -265,6 +330,13 @@ class SessionToken(_SessionLookup):
         cache_size: answers remembered at most.
         refusal_ttl: seconds a refused token is remembered.
         timeout: seconds a get-session call may take.
+        redis: a :class:`~starlette_betterauth.RedisStore`. Better Auth's
+            ``secondaryStorage`` (``secondary_storage=True``): each token is
+            checked with one Redis round trip instead of get-session, and a
+            sign-out, revocation or ban is seen at once (the cache settings
+            then apply to the get-session fallback only). Otherwise a cache of
+            get-session answers shared by every process, one call across the
+            fleet per new token.
 
     Example::
 
@@ -275,7 +347,7 @@ class SessionToken(_SessionLookup):
 
     def bind(self, context: Context) -> Authenticator:
         """Bind to a get-session client of its own."""
-        return _SessionTokenAuthenticator(self._client(context), context)
+        return _SessionTokenAuthenticator(self._lookups(context), context)
 
 
 class _SessionTokenAuthenticator:
@@ -284,7 +356,7 @@ class _SessionTokenAuthenticator:
     dpop: DPoPVerifier | None = None
     metadata: tuple[ResourceMetadata, ...] = ()
 
-    def __init__(self, sessions: SessionClient, context: Context) -> None:
+    def __init__(self, sessions: SessionClient | StoredSessions, context: Context) -> None:
         self.sessions = sessions
         self._users = context.users
         self._sole = context.sole_bearer
@@ -338,8 +410,10 @@ class SessionCookie(_SessionLookup):
         trusted_origins: origins whose pages may send unsafe cookie requests
             (default: the base URL's origin).
         local: verify the JWKS-signed ``session_data`` cookie locally when present.
-        get_session_url, cache_ttl, cache_size, refusal_ttl, timeout: as for
-            :class:`SessionToken`, for the ``session_token`` cookie.
+        get_session_url, cache_ttl, cache_size, refusal_ttl, timeout, redis: as
+            for :class:`SessionToken`, for the ``session_token`` cookie. With
+            Better Auth's ``secondaryStorage`` the ``session_token`` cookie is
+            checked there, and the ``session_data`` cookie is not used.
 
     Example::
 
@@ -371,7 +445,7 @@ class SessionCookie(_SessionLookup):
             self,
             CookieNames.for_prefix(self.cookie_prefix),
             TrustedOrigins(origins),
-            self._client(context),
+            self._lookups(context),
             context,
         )
 
@@ -386,7 +460,7 @@ class _SessionCookieAuthenticator:
         settings: SessionCookie,
         names: CookieNames,
         origins: TrustedOrigins,
-        sessions: SessionClient,
+        sessions: SessionClient | StoredSessions,
         context: Context,
     ) -> None:
         self.names = names
@@ -395,7 +469,9 @@ class _SessionCookieAuthenticator:
         self._users = context.users
         self._cache = context.cache
         verifier = context.verifier
-        self._local = settings.local
+        # Better Auth's secondaryStorage answers for the session_token at once;
+        # the cookie cache would keep a signed-out session for its lifetime.
+        self._local = settings.local and not isinstance(sessions, StoredSessions)
         self._verifier = TokenVerifier(
             verifier.jwks,
             issuer=verifier.rules.issuer,

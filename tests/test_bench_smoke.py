@@ -7,6 +7,7 @@ not run here).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -61,3 +62,22 @@ def test_kinds_prints_a_row_per_kind() -> None:
         row = next(line for line in output.splitlines() if line.startswith(f"| {case} |"))
         assert len(row.split("|")) == 7  # five cells
     assert "get-session miss:" in output
+
+
+@pytest.mark.timeout(150)
+def test_fleet_prints_every_check() -> None:
+    from _redis import require_redis
+
+    require_redis()
+    root = str(BENCH.parent)
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "fleet.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "PYTHONPATH": root},
+    )
+    assert done.returncode == 0, done.stderr
+    for check in ("secondaryStorage", "revocation mark", "100 live sessions", "sign-out seen"):
+        assert check in done.stdout

@@ -24,6 +24,8 @@
 //   DEV_ENDPOINTS           "1" enables the DEVELOPMENT-ONLY /dev/* endpoints
 //   RATE_LIMIT              "1" enables Better Auth's rate limiter       (default off)
 //   LOG_LEVEL               Better Auth's log level                      (default warn)
+//   REDIS_URL               Redis for Better Auth's secondaryStorage    (default: unset, none)
+//   REDIS_KEY_PREFIX        its key prefix (see secondary-storage.mjs)   (default better-auth:)
 //
 // stdout carries exactly one line, a JSON object, once the server is listening:
 //   {"ready":true,"url":"http://127.0.0.1:41234","port":41234,"alg":"EdDSA","jwksUrl":"http://127.0.0.1:41234/api/auth/jwks",...}
@@ -37,6 +39,8 @@ import { fromNodeHeaders, toNodeHandler } from "better-auth/node";
 import { admin } from "better-auth/plugins/admin";
 import { bearer } from "better-auth/plugins/bearer";
 import { createJwk, jwt } from "better-auth/plugins/jwt";
+
+import { secondaryStorageFromEnv } from "./secondary-storage.mjs";
 
 // Keep stdout for the single ready line: anything that logs through console.log /
 // console.info / console.debug (Better Auth's logger included) goes to stderr.
@@ -132,6 +136,7 @@ if (SESSION_EXPIRES_IN !== undefined && (!Number.isInteger(SESSION_EXPIRES_IN) |
 }
 const DEV_ENDPOINTS = env("DEV_ENDPOINTS") === "1";
 const RATE_LIMIT = env("RATE_LIMIT") === "1";
+const SECONDARY_STORAGE = await secondaryStorageFromEnv().catch((error) => fail(error.message));
 
 // ---------------------------------------------------------------------------
 // The HTTP server. It listens first, so that with PORT=0 the base URL (and with it
@@ -201,6 +206,7 @@ function createAuth(baseURL) {
     // In-memory database: every restart starts empty (users, sessions, keys).
     database: memoryAdapter({ user: [], session: [], account: [], verification: [], jwks: [] }),
     emailAndPassword: { enabled: true },
+    ...(SECONDARY_STORAGE ? { secondaryStorage: SECONDARY_STORAGE } : {}),
     session: {
       ...(SESSION_EXPIRES_IN !== undefined ? { expiresIn: SESSION_EXPIRES_IN } : {}),
       cookieCache:
