@@ -327,7 +327,9 @@ class DPoPVerifier:
         key = self._keys.get((thumbprint, alg))
         if key is None:
             try:
-                key = parse_jwk({**jwk, "kid": thumbprint}, frozenset({alg}))
+                # A proof's jwk rarely names its alg: the proof's header does (RFC 9449).
+                named = {"alg": alg, **jwk, "kid": thumbprint}
+                key = parse_jwk(named, frozenset({alg}))
             except Exception as exc:  # KeyRejected, or members of shapes no JWK has
                 raise InvalidDPoPProofError(f"the DPoP proof's jwk is not usable: {exc}") from exc
             if len(self._keys) >= 1024:
