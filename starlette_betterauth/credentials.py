@@ -349,9 +349,15 @@ class _SessionCookieAuthenticator:
         self._cache = context.cache
         verifier = context.verifier
         self._local = settings.local
+        issuer = verifier.rules.issuer
+        base_url = context.settings.base_url if context.settings is not None else None
+        if issuer is not None and base_url is not None:
+            # Better Auth signs its cookie cache with iss = its baseURL, whatever
+            # jwt.issuer gives its JWTs.
+            issuer = base_url
         self._verifier = TokenVerifier(
             verifier.jwks,
-            issuer=verifier.rules.issuer,
+            issuer=issuer,
             audience=SESSION_CACHE_AUDIENCE,
             algorithms=sorted(verifier.algorithms),
             leeway=verifier.rules.leeway,

@@ -112,6 +112,29 @@ async def test_fresh_session_data_cookie_is_verified_locally(
     assert server.session_requests == 0
 
 
+async def test_session_data_iss_is_the_base_url_whatever_the_jwt_issuer(
+    server: JWKSServer, issuer: Issuer, session: TestSession
+) -> None:
+    # Better Auth gives its JWTs jwt.issuer, and its cookie cache its baseURL.
+    app = make_app(server, [SessionCookie(), BearerJWT()], issuer="https://id.example")
+
+    def cookie(jar: dict[str, str]) -> dict[str, str]:
+        return {"cookie": "; ".join(f"{name}={value}" for name, value in jar.items())}
+
+    def bearer(token: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {token}"}
+
+    async with client_for(app, base_url=server.url) as client:
+        good = cookie(issuer.session_cookies(session))
+        assert (await client.get("/me", headers=good)).status_code == 200
+        other = cookie(issuer.session_data_cookie(session, iss="https://id.example"))
+        assert (await client.get("/me", headers=other)).status_code == 401
+        jwt = issuer.token(iss="https://id.example")
+        assert (await client.get("/me", headers=bearer(jwt))).status_code == 200
+        assert (await client.get("/me", headers=bearer(issuer.token()))).status_code == 401
+    assert server.session_requests == 0
+
+
 async def test_session_token_cookie_alone_goes_through_get_session(
     server: JWKSServer, issuer: Issuer, session: TestSession, cookie_app: BetterAuthMiddleware
 ) -> None:
