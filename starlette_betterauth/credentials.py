@@ -36,6 +36,7 @@ import httpx
 from ._cookies import (
     DEFAULT_COOKIE_PREFIX,
     CookieNames,
+    SessionCookies,
     find_session_cookies,
     parse_cookies,
 )
@@ -331,6 +332,14 @@ class SessionCookie(_SessionLookup):
         )
 
 
+def _cookie_credential(found: SessionCookies) -> str:
+    """The credential :class:`SessionCookie` finds: the key of its cache and of its log
+    fingerprint (the command line shows the same fingerprint)."""
+    # One string; both halves are needed again to verify (the cookie cache must
+    # belong to the session).
+    return f"{found.data or ''}\0{found.token_name or ''}\0{found.token_value or ''}"
+
+
 class _SessionCookieAuthenticator:
     kind = "session_cookie"
 
@@ -370,9 +379,7 @@ class _SessionCookieAuthenticator:
         found = find_session_cookies(parse_cookies(presented.cookie), self.names)
         if not found.present:
             return None
-        # One string for the cache and the log fingerprint; both halves are
-        # needed again to verify (the cookie cache must belong to the session).
-        return f"{found.data or ''}\0{found.token_name or ''}\0{found.token_value or ''}"
+        return _cookie_credential(found)
 
     def cached(self, credential: str) -> Principal | None:
         return self._cache.get(credential)
