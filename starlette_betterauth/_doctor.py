@@ -39,7 +39,9 @@ from .errors import (
     InvalidAudienceError,
     InvalidClaimError,
     InvalidIssuerError,
+    InvalidSessionError,
     InvalidSignatureError,
+    InvalidTokenError,
     KeySetError,
     KeySetFetchError,
     MalformedTokenError,
@@ -58,12 +60,15 @@ __all__ = [
     "check_token",
     "clean",
     "clock_check",
+    "cookie_prefix_fix",
     "dpop_fix",
     "explain",
+    "explain_session",
     "key_server_fix",
     "oauth_token_fix",
     "quote",
     "resource_fix",
+    "session_server_fix",
     "span",
     "times",
     "typ_fix",
@@ -459,6 +464,109 @@ async def check_access_token(
     checks.append(
         Check("verdict", "ok", f"accepted: {who}, client {user.client_id!r}, scopes {scopes}")
     )
+
+
+# -- sessions ----------------------------------------------------------------------
+
+
+def session_server_fix(url: str) -> str:
+    """What to do when get-session gives no usable answer (``url`` is where it was asked)."""
+    return (
+        f"check that the Better Auth server is running and reachable from here, and that "
+        f"{url} is its get-session (Better Auth serves {{baseURL}}/api/auth/get-session; pass "
+        "--get-session-url for a custom basePath, as get_session_url= to the credential kind)"
+    )
+
+
+def cookie_prefix_fix(prefixes: tuple[str, ...], prefix: str) -> str:
+    """Where the session cookies are when none is found under ``prefix``."""
+    if prefixes:
+        other = prefixes[0]
+        return (
+            f"these cookies are named with the prefix {other!r} (Better Auth's "
+            f"advanced.cookiePrefix): pass --cookie-prefix {other}, and give the middleware "
+            f"SessionCookie(cookie_prefix={other!r})"
+        )
+    return (
+        f"Better Auth's session cookies are {prefix}.session_token and {prefix}.session_data "
+        "(__Secure- in front on https; advanced.cookiePrefix replaces better-auth): copy the "
+        "request's whole Cookie header, or pass --cookie-prefix"
+    )
+
+
+def explain_session(
+    error: BetterAuthError,
+    *,
+    cookie: bool,
+    asked: bool,
+    parsed: ParsedToken | None = None,
+    verifier: TokenVerifier | None = None,
+) -> str | None:
+    """What to do about a refused session token or session cookie.
+
+    Args:
+        error: the refusal.
+        cookie: the credential was a session cookie (else a session token).
+        asked: get-session was asked (the refusal is its answer).
+        parsed: the ``session_data`` cookie, decoded, when there was one.
+        verifier: the verifier whose settings the cookie was checked with.
+    """
+    if isinstance(error, InvalidSessionError):
+        if asked:
+            return _SIGNED_OUT_FIX
+        if not cookie:
+            return _SIGNED_FORM_FIX
+        return _CACHE_MISMATCH_FIX
+    if isinstance(error, BannedUserError):
+        return (
+            "Better Auth's admin plugin marks this user banned; the middleware answers 403 "
+            "unless allow_banned=True (--allow-banned)"
+        )
+    if not cookie:
+        return explain(error, parsed, verifier)
+    if isinstance(error, ExpiredTokenError):
+        return _CACHE_EXPIRED_FIX
+    if isinstance(error, InvalidIssuerError) and verifier is not None:
+        return (
+            "Better Auth signs the session_data cookie with iss = its baseURL (whatever "
+            "jwt.issuer says): the cookie comes from another server, or --base-url "
+            "(base_url=) is not this server's baseURL"
+        )
+    alg = parsed.header.get("alg") if parsed is not None else None
+    foreign = isinstance(error, MalformedTokenError) or (
+        isinstance(error, UnsupportedAlgorithmError) and alg not in SUPPORTED_ALGORITHMS
+    )
+    if foreign or type(error) is InvalidTokenError:  # typ is not the cookie cache's
+        return _NOT_JWKS_CACHE_FIX
+    return explain(error, parsed, verifier)
+
+
+_SIGNED_OUT_FIX = (
+    "sign in again: the session was signed out, revoked or has expired (a ban deletes a "
+    "user's sessions too). If it should be live, check that --base-url is the server that "
+    "issued it: a signed token or cookie must be signed with that server's BETTER_AUTH_SECRET"
+)
+_SIGNED_FORM_FIX = (
+    "copy the whole signed token (the set-auth-token header, or the session_token cookie's "
+    "value): <token>.<signature>, the signature 44 base64 characters ending in '=' (%3D in a "
+    "cookie); or the raw token sign-in returns, without the dot"
+)
+_CACHE_MISMATCH_FIX = (
+    "send the session_token and session_data cookies of one browser, as Better Auth last set "
+    "them: the session_data cookie must name the session_token cookie's session (sid) and its "
+    "user (sub)"
+)
+_CACHE_EXPIRED_FIX = (
+    "the session_data cookie lives session.cookieCache.maxAge seconds (5 min by default); "
+    "the browser gets a fresh one from get-session. Copy the whole Cookie header, with the "
+    "session_token cookie: then the middleware asks get-session, as this command does"
+)
+_NOT_JWKS_CACHE_FIX = (
+    "this session_data cookie is not signed with the key set: Better Auth's compact, jwe and "
+    "HS256 jwt strategies need the secret, so SessionCookie checks the session_token cookie "
+    "with get-session instead. To check cookies without a call, set session.cookieCache.strategy "
+    '"jwt" with jwt({ sessionCookieCache: true }) on the server (Better Auth 1.7)'
+)
 
 
 @dataclass(frozen=True, slots=True)

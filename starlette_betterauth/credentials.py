@@ -32,6 +32,7 @@ the kinds share its key-set cache, settings and HTTP client.
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -40,9 +41,11 @@ from typing import ClassVar, Protocol
 import httpx
 
 from ._access_tokens import AccessTokenAuthenticator, id_token_error, is_access_token
+from ._compact import decode_segment
 from ._cookies import (
     DEFAULT_COOKIE_PREFIX,
     CookieNames,
+    SessionCookies,
     find_session_cookies,
     parse_cookies,
 )
@@ -63,6 +66,7 @@ from .errors import (
     ExpiredTokenError,
     InvalidClaimError,
     InvalidSessionError,
+    MalformedTokenError,
 )
 
 __all__ = [
@@ -306,6 +310,25 @@ class _SessionLookup(Credential):
         return client
 
 
+def signed_with_secret(data: str) -> bool:
+    """Whether a ``session_data`` value is of a strategy signed with Better Auth's secret.
+
+    ``compact`` (base64url JSON, no dot), ``jwe`` (five segments) and the HS256
+    ``jwt`` strategy: only the server can check those. Anything else is taken
+    for the JWKS-signed cookie cache, and verified (so a broken one is refused).
+    """
+    dots = data.count(".")
+    if dots in (0, 4):
+        return True
+    if dots != 2:
+        return False
+    try:
+        header = json.loads(decode_segment(data.partition(".")[0], "header"))
+    except (MalformedTokenError, UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    return isinstance(header, dict) and header.get("alg") == "HS256"
+
+
 def _session_principal(users: UserBuilder, record: SessionRecord, kind: str) -> Principal:
     claims = {**record.user, "sub": record.user_id}
     return users.build(
@@ -450,6 +473,14 @@ class SessionCookie(_SessionLookup):
         )
 
 
+def _cookie_credential(found: SessionCookies) -> str:
+    """The credential :class:`SessionCookie` finds: the key of its cache and of its log
+    fingerprint (the command line shows the same fingerprint)."""
+    # One string; both halves are needed again to verify (the cookie cache must
+    # belong to the session).
+    return f"{found.data or ''}\0{found.token_name or ''}\0{found.token_value or ''}"
+
+
 class _SessionCookieAuthenticator:
     kind = "session_cookie"
     dpop: DPoPVerifier | None = None
@@ -472,9 +503,15 @@ class _SessionCookieAuthenticator:
         # Better Auth's secondaryStorage answers for the session_token at once;
         # the cookie cache would keep a signed-out session for its lifetime.
         self._local = settings.local and not isinstance(sessions, StoredSessions)
+        issuer = verifier.rules.issuer
+        base_url = context.settings.base_url if context.settings is not None else None
+        if issuer is not None and base_url is not None:
+            # Better Auth signs its cookie cache with iss = its baseURL, whatever
+            # jwt.issuer gives its JWTs.
+            issuer = base_url
         self._verifier = TokenVerifier(
             verifier.jwks,
-            issuer=verifier.rules.issuer,
+            issuer=issuer,
             audience=SESSION_CACHE_AUDIENCE,
             algorithms=sorted(verifier.algorithms),
             leeway=verifier.rules.leeway,
@@ -487,16 +524,16 @@ class _SessionCookieAuthenticator:
         found = find_session_cookies(parse_cookies(presented.cookie), self.names)
         if not found.present:
             return None
-        # One string for the cache and the log fingerprint; both halves are
-        # needed again to verify (the cookie cache must belong to the session).
-        return f"{found.data or ''}\0{found.token_name or ''}\0{found.token_value or ''}"
+        return _cookie_credential(found)
 
     def cached(self, credential: str) -> Principal | None:
         return self._cache.get(credential)
 
     async def authenticate(self, credential: str, presented: Presented) -> Principal:
         data, token_name, token_value = credential.split("\0")
-        if data and self._local:
+        # A cookie cache signed with the secret (the compact, jwe and HS256 jwt
+        # strategies) cannot be checked here: the session_token cookie can.
+        if data and self._local and not (token_value and signed_with_secret(data)):
             try:
                 return await self._verify_locally(credential, data, token_value)
             except ExpiredTokenError:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import queue
 import signal
@@ -20,12 +21,19 @@ from contextlib import contextmanager
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import IO, Any
+from urllib.parse import unquote
 
+import anyio
+import jwt
 import pytest
+from _helpers import asgi_client, guarded_app, ok
+from starlette.routing import Route
 
 from starlette_betterauth.__main__ import main
+from starlette_betterauth._cookies import encode_cookie_value
+from starlette_betterauth.credentials import SessionCookie
 from starlette_betterauth.middleware import token_fingerprint
-from starlette_betterauth.testing import Issuer, JWKSServer, SigningKey, b64url
+from starlette_betterauth.testing import Issuer, JWKSServer, SigningKey, TestSession, b64url
 
 RunCLI = Callable[..., tuple[int, str, str]]
 
@@ -233,8 +241,8 @@ def test_inspect_escapes_control_characters_from_the_token(cli: RunCLI, issuer: 
 @pytest.mark.parametrize(
     ("token", "reason"),
     [
-        ("7E3wGHXlmP2MgwRF3DRQMxU0QVChzZTX.92gDPwEDUminkEKqyytvp6KpE6Ct", "session token"),
         ("abc", "3 dot-separated segments"),
+        ("abc.def", "this looks like a Better Auth session token, not a JWT"),
         (f"{b64url('[]')}.{b64url('{}')}.c2ln", "the header is not a JSON object"),
     ],
 )
@@ -434,6 +442,13 @@ def tampered_token(issuer: Issuer) -> str:
         (
             lambda i: "7E3wGHXlmP2MgwRF3DRQMxU0QVChzZTX.92gDPwEDUminkEKqyytvp6KpE6Ct",
             (),
+            "the session token is not of the form <token>.<signature>: the signature is not "
+            "44 base64 characters ending in '=' (InvalidSessionError, HTTP 401)",
+            "copy the whole signed token (the set-auth-token header, or the session_token",
+        ),
+        (
+            lambda i: "abc.def",
+            (),
             "this looks like a Better Auth session token, not a JWT: send the JWT from "
             "/api/auth/token",
             None,
@@ -516,6 +531,536 @@ def test_verify_key_server_errors_are_exit_3(
     assert (code, document["exit_code"]) == (3, 3)
     assert document["error"]["message"] == message[len("error: ") :]
     assert document["error"]["fix"]
+
+
+# -- session tokens and session cookies ------------------------------------------------
+
+
+def cookie_header(cookies: dict[str, str]) -> str:
+    """A Cookie header value carrying ``cookies``, as a browser sends them."""
+    return "; ".join(f"{name}={value}" for name, value in cookies.items())
+
+
+def assert_no_secret(text: str, *secrets: str) -> None:
+    """No session token (raw or signed, encoded or not) and no cookie value in ``text``."""
+    for secret in secrets:
+        assert secret not in text
+        assert unquote(secret) not in text
+
+
+def session_secrets(session: TestSession, *cookies: dict[str, str]) -> list[str]:
+    return [
+        session.token,
+        session.signed_token,
+        *(value for jar in cookies for value in jar.values()),
+    ]
+
+
+@pytest.mark.parametrize("form", ["raw", "signed", "encoded"])
+def test_inspect_session_token(cli: RunCLI, issuer: Issuer, form: str) -> None:
+    session = issuer.session()
+    token = {
+        "raw": session.token,
+        "signed": session.signed_token,
+        "encoded": encode_cookie_value(session.signed_token),
+    }[form]
+    code, out, _ = cli("inspect", token)
+    assert code == 0
+    lines = out.splitlines()
+    described = "a raw session token" if form == "raw" else "a signed session token"
+    assert lines[0].startswith(f"credential   {described}")
+    assert f"fingerprint  {token_fingerprint(token)}" in lines
+    assert "token        32 letters and digits, as Better Auth makes them" in lines
+    assert ("encoding     percent-encoded" in out) is (form == "encoded")
+    assert "Only the server can check a session token" in out
+    assert "  starlette-betterauth verify - --base-url BASE_URL" in lines
+    assert_no_secret(out, *session_secrets(session))
+    code, out, _ = cli("inspect", "--json", token)
+    assert code == 0
+    document = json.loads(out)
+    assert document == {
+        "ok": True,
+        "verified": False,
+        "kind": "session_token",
+        "form": "raw" if form == "raw" else "signed",
+        "fingerprint": token_fingerprint(token),
+        "length": 32,
+        "percent_encoded": form == "encoded",
+        "checked_by": "get-session",
+    }
+
+
+def test_inspect_malformed_signed_session_token(cli: RunCLI, issuer: Issuer) -> None:
+    token = issuer.session().signed_token[:-5]
+    code, out, _ = cli("inspect", token)
+    assert code == 1
+    refused, fix = out.splitlines()
+    assert refused == (
+        "not a session token: the session token is not of the form <token>.<signature>: the "
+        "signature is not 44 base64 characters ending in '='"
+    )
+    assert fix.startswith("fix: copy the whole signed token")
+    code, out, _ = cli("inspect", "--json", token)
+    document = json.loads(out)
+    assert (code, document["error"]["type"]) == (1, "InvalidSessionError")
+    assert document["fingerprint"] == token_fingerprint(token)
+
+
+def test_inspect_session_data_cookie(cli: RunCLI, issuer: Issuer, server: JWKSServer) -> None:
+    session = issuer.session(email="ada@example.com", role="user,admin")
+    cookies = issuer.session_data_cookie(session)
+    (value,) = cookies.values()
+    code, out, _ = cli("inspect", value)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("UNVERIFIED: ")
+    assert lines[1] == "credential     a session_data cookie: Better Auth's session cookie cache"
+    assert f"user           '{session.user_id}' 'ada@example.com', role 'user,admin'" in lines
+    session_line = next(line for line in lines if line.startswith("session        "))
+    assert f"'{session.id}', expires " in session_line
+    assert session_line.endswith("(expires in 7 days)")
+    cache = lines.index(next(line for line in lines if line.startswith("cache          ")))
+    assert lines[cache].endswith("(expires in 5 min)")
+    assert "then, without the session_token cookie, it is refused" in lines[cache + 2]
+    hidden = f"<session token, {token_fingerprint(session.token)}>"
+    assert f'  sid        "{hidden}"' in lines
+    assert f'"token": "{hidden}"' in out
+    assert f"  starlette-betterauth verify - --base-url {server.url}" in lines
+    assert_no_secret(out, *session_secrets(session, cookies))
+    code, out, _ = cli("inspect", "--json", value)
+    document = json.loads(out)
+    assert (code, document["kind"], document["source"]) == (0, "session_cookie", "session_data")
+    data = document["session_data"]
+    assert data["names"] == ["better-auth.session_data"]
+    assert data["user"]["id"] == session.user_id
+    assert data["session"]["id"] == session.id
+    assert data["claims"]["sid"] == hidden
+    assert data["sid_matches"] is None
+    assert data["times"]["exp"]["relative"] == "expires in 5 min"
+    assert document["session_token"] is None
+    assert_no_secret(out, *session_secrets(session, cookies))
+
+
+def test_inspect_cookie_header_with_chunks_and_other_cookies(cli: RunCLI, issuer: Issuer) -> None:
+    session = issuer.session(name="N" * 3000)
+    cookies = issuer.session_cookies(session, chunk_size=1500)
+    header = "Cookie: theme=dark; " + cookie_header(cookies) + "; _ga=GA1.2"
+    code, out, _ = cli("inspect", header)
+    assert code == 0
+    lines = out.splitlines()
+    assert "credential     Better Auth's session cookies, cookie prefix 'better-auth'" in lines
+    token_line = next(line for line in lines if line.startswith("session_token  "))
+    assert "better-auth.session_token: signed session token" in token_line
+    data_line = next(line for line in lines if line.startswith("session_data   "))
+    chunks = len(cookies) - 1
+    assert chunks > 1
+    assert "better-auth.session_data.0, better-auth.session_data.1, " in data_line
+    assert f"({chunks} chunks, joined): the cookie cache, signed with the key set" in data_line
+    assert "sid            names the session_token cookie's session" in lines
+    assert "not read       theme, _ga" in lines
+    assert "then it asks get-session with the session_token cookie" in out
+    assert_no_secret(out, *session_secrets(session, cookies))
+    document = json.loads(cli("inspect", "--json", header)[1])
+    assert document["source"] == "cookie_header"
+    assert document["session_token"]["name"] == "better-auth.session_token"
+    assert document["session_token"]["form"] == "signed"
+    assert len(document["session_data"]["names"]) == chunks
+    assert document["session_data"]["sid_matches"] is True
+    assert document["other_cookies"] == ["theme", "_ga"]
+
+
+def test_inspect_session_token_cookie_alone(cli: RunCLI, issuer: Issuer) -> None:
+    session = issuer.session()
+    cookies = issuer.session_cookies(session, session_data=False)
+    code, out, _ = cli("inspect", cookie_header(cookies))
+    assert code == 0
+    assert "UNVERIFIED" not in out
+    assert "Only the server can check the session_token cookie" in out
+    assert "The middleware's SessionCookie() asks get-session" in out
+    assert_no_secret(out, *session_secrets(session, cookies))
+
+
+def test_cookie_fingerprint_is_the_one_the_middleware_logs(
+    cli: RunCLI, issuer: Issuer, server: JWKSServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    session = issuer.session()
+    # The cookie cache of another server's key: refused, so the middleware logs it.
+    cookies = {
+        **issuer.session_cookies(session, session_data=False),
+        **issuer.session_data_cookie(session, key=SigningKey()),
+    }
+    header = cookie_header(cookies)
+
+    async def request() -> int:
+        app = guarded_app([Route("/me", ok)], base_url=server.url, accept=[SessionCookie()])
+        async with asgi_client(app) as client:
+            return (await client.get("/me", headers={"cookie": header})).status_code
+
+    caplog.set_level(logging.INFO, logger="starlette_betterauth")
+    assert anyio.run(request) == 401
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused")]
+    assert len(logged) == 1
+    code, out, _ = cli("inspect", header)
+    assert code == 0
+    fingerprint = out.split("fingerprint    ")[1].split()[0]
+    assert logged[0].endswith(f"(token {fingerprint})")
+    code, out, _ = cli("verify", header, "--base-url", server.url)
+    assert code == 1
+    assert out.startswith("refused: no key in the key set has the token's kid (UnknownKeyError")
+    assert (
+        json.loads(cli("verify", "--json", header, "--base-url", server.url)[1])["fingerprint"]
+        == fingerprint
+    )
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ("a=1; b=2", "among the cookies given (cookies: a, b)"),
+        ("Cookie: ", "among the cookies given (cookies: none)"),
+        (
+            "better-auth.session_token=",
+            "among the cookies given (cookies: better-auth.session_token)",
+        ),
+    ],
+)
+def test_no_session_cookie_is_refused_with_the_names_seen(
+    cli: RunCLI, server: JWKSServer, header: str, message: str
+) -> None:
+    code, out, _ = cli("inspect", header)
+    assert code == 1
+    first, fix = out.splitlines()
+    assert first.startswith("no session cookie: no Better Auth session cookie")
+    assert message in first
+    assert fix.startswith("fix: Better Auth's session cookies are better-auth.session_token")
+    code, out, _ = cli("verify", header, "--base-url", server.url)
+    assert code == 1
+    assert "the middleware sees none (InvalidSessionError, HTTP 401)" in out
+    assert server.requests == 0
+
+
+def test_another_cookie_prefix(cli: RunCLI, issuer: Issuer, server: JWKSServer) -> None:
+    session = issuer.session()
+    cookies = issuer.session_cookies(session, prefix="my-app", secure=True)
+    assert "__Secure-my-app.session_token" in cookies
+    header = cookie_header(cookies)
+    code, out, _ = cli("inspect", header)
+    assert code == 0
+    assert "credential     Better Auth's session cookies, cookie prefix 'my-app'" in out
+    assert "(the middleware needs SessionCookie(cookie_prefix='my-app'))" in out
+    # verify reads the names the middleware would: better-auth.* unless told otherwise.
+    code, out, _ = cli("verify", header, "--base-url", server.url)
+    assert code == 1
+    assert "fix: these cookies are named with the prefix 'my-app'" in out
+    assert "pass --cookie-prefix my-app, and give the middleware" in out
+    code, out, _ = cli("verify", header, "--base-url", server.url, "--cookie-prefix", "my-app")
+    assert code == 0, out
+    assert out.startswith("valid: session_data cookie verified with EdDSA key")
+    code, _, err = cli("verify", header, "--base-url", server.url, "--cookie-prefix", "a b")
+    assert code == 2
+    assert "cookie_prefix must be a non-empty cookie name" in err
+
+
+@pytest.mark.parametrize("form", ["raw", "signed", "encoded", "bearer header"])
+def test_verify_session_token_asks_get_session(
+    cli: RunCLI, issuer: Issuer, server: JWKSServer, form: str
+) -> None:
+    session = issuer.session(email="ada@example.com", role="user,admin")
+    token = {
+        "raw": session.token,
+        "signed": session.signed_token,
+        "encoded": encode_cookie_value(session.signed_token),
+        "bearer header": f"Authorization: Bearer {session.token}",
+    }[form]
+    code, out, err = cli("verify", token, "--base-url", server.url)
+    assert code == 0, out + err
+    lines = out.splitlines()
+    assert (
+        lines[0] == "valid: get-session answered for this session token, as SessionToken() asks it"
+    )
+    assert lines[1] == f"       ({server.session_url})"
+    assert f"user         '{session.user_id}' 'ada@example.com'" in lines
+    assert "roles        admin, user" in lines
+    assert f"session      '{session.id}', expires " in out
+    assert server.session_requests == 1
+    assert server.session_request_headers[0]["authorization"] == f"Bearer {token.split()[-1]}"
+    assert_no_secret(out + err, *session_secrets(session))
+    code, out, _ = cli("verify", "--json", token, "--base-url", server.url)
+    document = json.loads(out)
+    assert code == 0
+    assert document["kind"] == "session_token"
+    assert document["checked_with"] == "get-session"
+    assert document["get_session_url"] == server.session_url
+    assert document["user"] == {
+        "id": session.user_id,
+        "email": "ada@example.com",
+        "roles": ["admin", "user"],
+    }
+    assert document["session"]["id"] == session.id
+    assert document["session"]["expires"]["relative"] == "expires in 7 days"
+    assert document["claims"]["sub"] == session.user_id
+    assert_no_secret(out, *session_secrets(session))
+
+
+@pytest.mark.parametrize("given", ["session_data", "cookie header"])
+def test_verify_session_data_locally(
+    cli: RunCLI, issuer: Issuer, server: JWKSServer, given: str
+) -> None:
+    session = issuer.session(role="admin")
+    cookies = issuer.session_cookies(session)
+    value = (
+        cookies["better-auth.session_data"] if given == "session_data" else cookie_header(cookies)
+    )
+    code, out, _ = cli("verify", value, "--base-url", server.url)
+    assert code == 0, out
+    lines = out.splitlines()
+    assert lines[0] == (
+        f"valid: session_data cookie verified with EdDSA key '{issuer.current_key.kid}', "
+        "typ, aud and iss match"
+    )
+    assert lines[1] == "       as SessionCookie() does: with the key set alone, no get-session call"
+    assert "roles        admin" in lines
+    assert any(line.startswith("cache exp    ") and "expires in 5 min" in line for line in lines)
+    assert server.session_requests == 0
+    assert_no_secret(out, *session_secrets(session, cookies))
+    code, out, _ = cli("verify", "--json", value, "--base-url", server.url, "--no-verify-issuer")
+    document = json.loads(out)
+    assert (code, document["kind"], document["checked_with"]) == (0, "session_cookie", "key set")
+    assert document["kid"] == issuer.current_key.kid
+    assert document["get_session_url"] is None
+    assert document["session"]["id"] == session.id
+    assert server.session_requests == 0
+    code, out, _ = cli("verify", value, "--base-url", server.url, "--no-verify-issuer")
+    assert "typ and aud match, iss not checked" in out.splitlines()[0]
+
+
+def test_verify_expired_session_data_falls_back_to_get_session(
+    cli: RunCLI, issuer: Issuer, server: JWKSServer
+) -> None:
+    session = issuer.session()
+    stale = issuer.session_data_cookie(session, issued_at=time.time() - 600)
+    cookies = {**issuer.session_cookies(session, session_data=False), **stale}
+    code, out, _ = cli("verify", cookie_header(cookies), "--base-url", server.url)
+    assert code == 0, out
+    lines = out.splitlines()
+    assert lines[0] == (
+        "valid: get-session answered for the session_token cookie, as SessionCookie() asks it"
+    )
+    assert lines[1] == f"       (the session_data cookie has expired; {server.session_url})"
+    assert server.session_requests == 1
+    # Only the session_token cookie is sent, as the middleware sends it.
+    sent = server.session_request_headers[0]
+    assert sent["cookie"].startswith("better-auth.session_token=")
+    assert ";" not in sent["cookie"]
+    # The stale cookie cache alone: nothing to ask get-session with.
+    (value,) = stale.values()
+    code, out, _ = cli("verify", value, "--base-url", server.url)
+    assert code == 1
+    refused, fix = out.splitlines()
+    assert refused == "refused: the token has expired (ExpiredTokenError, HTTP 401)"
+    assert fix.startswith("fix: the session_data cookie lives session.cookieCache.maxAge seconds")
+    code, out, _ = cli("inspect", cookie_header(cookies))
+    assert "(expired 5 min ago)" in out
+    assert "SessionCookie() asks get-session with the session_token cookie" in out
+    code, out, _ = cli("inspect", value)
+    assert "and without the session_token cookie the request is refused" in out
+
+
+def test_verify_session_data_names_its_servers_base_url(
+    cli: RunCLI, issuer: Issuer, server: JWKSServer
+) -> None:
+    session = issuer.session()
+    # JWTs may have another issuer (jwt.issuer); the cookie cache's iss is the baseURL.
+    (value,) = issuer.session_data_cookie(session).values()
+    custom = ("--base-url", server.url, "--issuer", "https://id.example")
+    code, out, _ = cli("verify", value, *custom)
+    assert code == 0, out
+    (value,) = issuer.session_data_cookie(session, iss="https://id.example").values()
+    code, out, _ = cli("verify", value, *custom)
+    assert code == 1
+    refused, fix = out.splitlines()
+    assert refused.startswith("refused: iss is 'https://id.example' but the expected issuer is")
+    assert fix == (
+        "fix: Better Auth signs the session_data cookie with iss = its baseURL (whatever "
+        "jwt.issuer says): the cookie comes from another server, or --base-url (base_url=) is "
+        "not this server's baseURL"
+    )
+
+
+def test_verify_session_refusals(cli: RunCLI, issuer: Issuer, server: JWKSServer) -> None:
+    session = issuer.session()
+    cookies = issuer.session_cookies(session, session_data=False)
+    issuer.revoke_session(session)
+    for value in (session.token, cookie_header(cookies)):
+        code, out, _ = cli("verify", value, "--base-url", server.url)
+        assert code == 1
+        refused, fix = out.splitlines()
+        assert refused == (
+            "refused: the session is unknown, expired or signed out (Better Auth's get-session "
+            "answered null) (InvalidSessionError, HTTP 401)"
+        )
+        assert fix.startswith("fix: sign in again: the session was signed out")
+    # A cookie signed with another server's secret: get-session does not know it.
+    other = issuer.session()
+    forged = issuer.session_cookies(other, secret="another-secret", session_data=False)
+    code, out, _ = cli("verify", cookie_header(forged), "--base-url", server.url)
+    assert code == 1
+    assert "signed with that server's BETTER_AUTH_SECRET" in out
+    assert_no_secret(out, *session_secrets(other, forged))
+
+
+def test_verify_banned_session_user(cli: RunCLI, issuer: Issuer, server: JWKSServer) -> None:
+    session = issuer.session()
+    issuer.ban(session.user_id, revoke_sessions=False)
+    cookies = issuer.session_cookies(session)  # minted after the ban: it says banned
+    for value in (session.token, cookie_header(cookies)):
+        code, out, _ = cli("verify", value, "--base-url", server.url)
+        assert code == 1
+        refused, fix = out.splitlines()
+        assert refused == "refused: this user is banned (BannedUserError, HTTP 403)"
+        assert "unless allow_banned=True (--allow-banned)" in fix
+        code, out, _ = cli("verify", value, "--base-url", server.url, "--allow-banned")
+        assert code == 0, out
+    code, out, _ = cli("inspect", cookies["better-auth.session_data"])
+    assert ", BANNED" in out
+
+
+def test_verify_session_data_of_another_session(
+    cli: RunCLI, issuer: Issuer, server: JWKSServer
+) -> None:
+    mine, theirs = issuer.session(), issuer.session()
+    cookies = {
+        **issuer.session_cookies(mine, session_data=False),
+        **issuer.session_data_cookie(theirs),
+    }
+    header = cookie_header(cookies)
+    code, out, _ = cli("inspect", header)
+    assert code == 0
+    assert "sid            names ANOTHER session than the session_token cookie: refused" in out
+    assert json.loads(cli("inspect", "--json", header)[1])["session_data"]["sid_matches"] is False
+    code, out, _ = cli("verify", header, "--base-url", server.url)
+    assert code == 1
+    refused, fix = out.splitlines()
+    assert refused == (
+        "refused: the session_data cookie belongs to another session than the session_token "
+        "(InvalidSessionError, HTTP 401)"
+    )
+    assert fix.startswith("fix: send the session_token and session_data cookies of one browser")
+    assert server.session_requests == 0
+    assert_no_secret(out, *session_secrets(mine, cookies), *session_secrets(theirs))
+
+
+def test_session_data_not_signed_with_the_key_set(
+    cli: RunCLI, issuer: Issuer, server: JWKSServer
+) -> None:
+    session = issuer.session()
+    # Better Auth's secret-based "jwt" strategy: HS256 with the secret, no session-cache typ.
+    hs256 = jwt.encode(
+        {"session": session.session, "user": session.user, "exp": int(time.time()) + 300},
+        issuer.secret,
+        algorithm="HS256",
+    )
+    cookies = {
+        **issuer.session_cookies(session, session_data=False),
+        "better-auth.session_data": hs256,
+    }
+    header = cookie_header(cookies)
+    code, out, _ = cli("inspect", header)
+    assert code == 0
+    assert "session_data   better-auth.session_data: not a session cache JWT signed" in out
+    assert "fix: this session_data cookie is not signed with the key set" in out
+    # As the middleware does: the session_token cookie is checked with get-session.
+    code, out, _ = cli("verify", header, "--base-url", server.url)
+    assert code == 0, out
+    assert "get-session" in out
+    assert server.session_requests == 1
+    assert_no_secret(out, *session_secrets(session, cookies))
+
+
+def test_verify_session_server_failures_are_exit_3(
+    cli: RunCLI, issuer: Issuer, server: JWKSServer
+) -> None:
+    session = issuer.session()
+    server.session_status, server.session_headers = 503, {"Retry-After": "7"}
+    code, out, err = cli("verify", session.token, "--base-url", server.url)
+    assert (code, out) == (3, "")
+    error, fix = err.splitlines()
+    assert error == "error: get-session answered HTTP 503"
+    assert fix.startswith("fix: check that the Better Auth server is running and reachable")
+    assert f"{server.session_url} is its get-session" in fix
+    code, out, _ = cli("verify", "--json", session.token, "--base-url", server.url)
+    document = json.loads(out)
+    assert (code, document["exit_code"]) == (3, 3)
+    assert document["error"]["type"] == "SessionServiceError"
+    url = stopped_server_url()
+    code, _, err = cli("verify", session.token, "--base-url", url)
+    assert code == 3
+    assert err.splitlines()[0] == "error: get-session could not be reached (ConnectError)"
+    # A cookie cache needs the key set first.
+    code, _, err = cli(
+        "verify", issuer.session_data_cookie(session).popitem()[1], "--base-url", url
+    )
+    assert code == 3
+    assert err.splitlines()[0] == "error: the key server could not be reached (ConnectError)"
+    assert_no_secret(out + err, *session_secrets(session))
+
+
+def test_verify_session_needs_get_session(cli: RunCLI, issuer: Issuer) -> None:
+    with JWKSServer(issuer, path="/auth/keys", session_path="/auth/session") as server:
+        session = issuer.session()
+        keys = (
+            "--jwks-url", server.url + "/auth/keys", "--issuer", server.url, "--audience", "x"
+        )  # fmt: skip
+        code, _, err = cli("verify", session.token, *keys)
+        assert code == 2
+        assert err.strip() == (
+            "error: a session is checked with Better Auth's get-session: pass --base-url URL "
+            "(the server's baseURL), or --get-session-url URL"
+        )
+        code, out, _ = cli(
+            "verify", session.token, *keys, "--get-session-url", server.url + "/auth/session"
+        )
+        assert code == 0, out
+        assert f"({server.url}/auth/session)" in out
+        code, _, err = cli("verify", session.token, *keys, "--get-session-url", "ftp://x")
+        assert code == 2
+        assert "must be an http(s) URL" in err
+
+
+def test_session_output_escapes_control_characters(
+    cli: RunCLI, issuer: Issuer, server: JWKSServer
+) -> None:
+    session = issuer.session(email="evil\x1b]0;pwned\x07@example.com", name="\u009b31m")
+    cookies = issuer.session_cookies(session)
+    for args in (
+        ("inspect", cookies["better-auth.session_data"]),
+        ("verify", session.token, "--base-url", server.url),
+        ("verify", cookie_header(cookies), "--base-url", server.url),
+    ):
+        code, out, _ = cli(*args)
+        assert code == 0
+        for control in ("\x1b", "\x07", "\u009b"):
+            assert control not in out
+        assert "\\x1b" in out or "\\u001b" in out
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [
+        "Cookie:",
+        "better-auth.session_data=a.b.c",
+        "better-auth.session_data.0=x; better-auth.session_data.2=y",
+        "better-auth.session_token=\x1b[31m",
+        "a=b;c",
+        "%%%.%%%",
+        "A" * 16 + "." + "B" * 43 + "=",
+    ],
+)
+def test_session_junk_never_gives_a_traceback(cli: RunCLI, server: JWKSServer, junk: str) -> None:
+    for args in (("inspect", junk), ("verify", junk, "--base-url", server.url)):
+        code, out, err = cli(*args)
+        assert code in (0, 1, 2)
+        assert "\x1b" not in out + err
 
 
 # -- jwks ------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from starlette.websockets import WebSocket
 from starlette_betterauth import BetterAuthMiddleware, requires_role
 from starlette_betterauth.credentials import BearerJWT, Credential, SessionCookie, SessionToken
 from starlette_betterauth.errors import ConfigurationError
-from starlette_betterauth.testing import Issuer, JWKSServer, TestSession
+from starlette_betterauth.testing import Issuer, JWKSServer, TestSession, b64url
 
 pytestmark = pytest.mark.anyio
 
@@ -112,6 +112,29 @@ async def test_fresh_session_data_cookie_is_verified_locally(
     assert server.session_requests == 0
 
 
+async def test_session_data_iss_is_the_base_url_whatever_the_jwt_issuer(
+    server: JWKSServer, issuer: Issuer, session: TestSession
+) -> None:
+    # Better Auth gives its JWTs jwt.issuer, and its cookie cache its baseURL.
+    app = make_app(server, [SessionCookie(), BearerJWT()], issuer="https://id.example")
+
+    def cookie(jar: dict[str, str]) -> dict[str, str]:
+        return {"cookie": "; ".join(f"{name}={value}" for name, value in jar.items())}
+
+    def bearer(token: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {token}"}
+
+    async with client_for(app, base_url=server.url) as client:
+        good = cookie(issuer.session_cookies(session))
+        assert (await client.get("/me", headers=good)).status_code == 200
+        other = cookie(issuer.session_data_cookie(session, iss="https://id.example"))
+        assert (await client.get("/me", headers=other)).status_code == 401
+        jwt = issuer.token(iss="https://id.example")
+        assert (await client.get("/me", headers=bearer(jwt))).status_code == 200
+        assert (await client.get("/me", headers=bearer(issuer.token()))).status_code == 401
+    assert server.session_requests == 0
+
+
 async def test_session_token_cookie_alone_goes_through_get_session(
     server: JWKSServer, issuer: Issuer, session: TestSession, cookie_app: BetterAuthMiddleware
 ) -> None:
@@ -153,7 +176,6 @@ async def test_chunked_and_secure_cookies(
     [
         (lambda i, s, o: i.session_data_cookie(s, sid=o.token), "another session"),
         (lambda i, s, o: i.session_data_cookie(s, aud="https://elsewhere"), "aud is"),
-        (lambda i, s, o: i.session_data_cookie(s, header={"typ": "JWT"}), "typ"),
         (
             lambda i, s, o: {
                 k: v[:-4] + ("AAAA" if not v.endswith("AAAA") else "BBBB")
@@ -182,6 +204,32 @@ async def test_forged_session_data_is_refused(
     for value in cookies.values():
         assert value not in response.text
     assert server.session_requests == 0
+
+
+@pytest.mark.parametrize(
+    "cache",
+    [
+        "eyJzZXNzaW9uIjp7fX0",  # the compact strategy: base64url JSON and an HMAC
+        "a.b.c.d.e",  # the jwe strategy: five segments
+        "JWT",  # the HS256 jwt strategy: a JWT without the cookie cache's typ
+    ],
+)
+async def test_a_cookie_cache_signed_with_the_secret_is_left_to_get_session(
+    server: JWKSServer,
+    issuer: Issuer,
+    session: TestSession,
+    cookie_app: BetterAuthMiddleware,
+    cache: str,
+) -> None:
+    cookies = issuer.session_cookies(session, session_data=False)
+    if cache == "JWT":
+        cache = ".".join([b64url({"alg": "HS256", "typ": "JWT"}), b64url({"sub": "x"}), "c2ln"])
+    cookies["better-auth.session_data"] = cache
+    async with client_for(cookie_app, base_url=server.url, cookies=cookies) as client:
+        response = await client.get("/me")
+    assert response.status_code == 200, response.text
+    assert response.json()["kind"] == "session_cookie"
+    assert server.session_requests == 1
 
 
 async def test_cross_site_unsafe_cookie_requests_are_refused(

@@ -1,8 +1,9 @@
 """The demo, ``examples/demo/run.py``, end to end.
 
 A headless Chromium (Debian's package, driven by Playwright) signs up on the demo page through
-the real Better Auth server and calls the example API; the development-issuer fallback is
-driven with plain HTTP, as its printed ``curl`` commands would. Each run is stopped with
+the real Better Auth server and calls the example API, once with a JWT and once with Better
+Auth's session cookies alone; the development-issuer fallback is driven with plain HTTP, as its
+printed ``curl`` commands would. Each run is stopped with
 SIGINT, as Ctrl-C would, and every process it started must be gone afterwards.
 """
 
@@ -29,7 +30,7 @@ import httpx
 import psutil
 import pytest
 from _better_auth import REQUIRE_ENV, require_server
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, Request, expect, sync_playwright
 
 REPO = Path(__file__).resolve().parent.parent
 RUN = REPO / "examples" / "demo" / "run.py"
@@ -120,7 +121,7 @@ def expect_status(page: Page, route: str, status: int) -> None:
 
 def expect_no_results(page: Page) -> None:
     """No API answer on screen: none was made with the token now shown."""
-    for route in ("public", "me", "admin"):
+    for route in ("public", "me", "admin", "notes"):
         expect(page.locator(f"#result-{route}")).not_to_have_attribute(
             "data-status", re.compile("")
         )
@@ -182,8 +183,11 @@ def test_demo_page_signs_up_gets_a_jwt_and_calls_the_api() -> None:
             expect_status(page, "public", 200)
             expect_status(page, "me", 200)
             expect(page.locator("#result-me .body")).to_contain_text(email)
+            expect(page.locator("#result-me .body")).to_contain_text('"kind": "jwt"')
             expect(page.locator("#result-me .status")).to_have_text("200 OK")
             expect_status(page, "admin", 403)
+            expect_status(page, "notes", 200)  # a bearer token needs no trusted origin
+            expect(page.locator("#result-notes .body")).to_contain_text('"note": "written at ')
 
             page.click("#make-admin")
             expect(page.locator("#who")).to_contain_text("(role: user,admin)")
@@ -205,6 +209,96 @@ def test_demo_page_signs_up_gets_a_jwt_and_calls_the_api() -> None:
             expect(page.locator("#email")).to_have_value(email)
             expect(page.locator("#name")).to_have_value("Ada Lovelace")
             expect_no_results(page)
+            assert errors == []
+        finally:
+            browser.close()
+    assert_all_gone(demo.children)
+
+
+def cookie_header(cookies: list[Any]) -> str:
+    """The Cookie header the browser sends to 127.0.0.1 (any port: cookies ignore ports)."""
+    return "; ".join(f"{c['name']}={c['value']}" for c in cookies if c["domain"] == "127.0.0.1")
+
+
+@pytest.mark.browser
+@pytest.mark.integration
+def test_demo_page_calls_the_api_with_the_session_cookie() -> None:
+    require_server()
+    require_chromium()
+    email = f"grace-{uuid.uuid4().hex[:8]}@example.com"
+    with running_demo() as demo, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context()
+            page = context.new_page()
+            errors: list[str] = []
+            requests: list[Request] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.on("request", lambda request: requests.append(request))
+            page.goto(demo.url)
+            api_url: str = page.evaluate("window.DEMO_CONFIG.apiUrl")
+            page_origin = demo.url.rstrip("/")
+            page.check("#transport-cookie")
+            expect(page.locator("#cookie-card")).to_be_visible()
+            expect(page.locator("#jwt-card")).to_be_hidden()
+            expect_status(page, "me", 401)  # no cookie yet
+
+            page.fill("#email", email)
+            page.fill("#password", "correct-horse-battery")
+            page.click("#sign-up")
+            expect(page.locator("#who")).to_contain_text(f"Signed in as {email} (role: user)")
+            expect(page.locator("#message")).to_contain_text("the browser sends them to the API")
+            expect_status(page, "me", 200)
+            expect(page.locator("#result-me .body")).to_contain_text('"kind": "session_cookie"')
+            expect(page.locator("#result-me .body")).to_contain_text(email)
+            expect_status(page, "admin", 403)
+            # An unsafe request with the cookie, from the page's own (trusted) origin.
+            expect_status(page, "notes", 200)
+            expect(page.locator("#result-notes .body")).to_contain_text('"note": "written at ')
+            page.click("#make-admin")
+            expect(page.locator("#who")).to_contain_text("(role: user,admin)")
+            expect(page.locator("#message")).to_contain_text("a new session_data cookie")
+            expect_status(page, "admin", 200)
+
+            # The page handled no token: no JWT was fetched, and the API saw none.
+            assert not [r for r in requests if r.url.split("?")[0].endswith("/api/auth/token")]
+            to_api = [r for r in requests if r.url.startswith(api_url)]
+            assert len(to_api) >= 5
+            assert all("authorization" not in r.headers for r in to_api)
+            expect(page.locator("#jwt")).to_have_text("No token yet.")
+
+            # The same cookies sent by a page of another origin: refused (cross-site).
+            header = cookie_header(context.cookies())
+            assert "better-auth.session_token=" in header
+            assert "better-auth.session_data=" in header
+            with httpx.Client(base_url=api_url, timeout=15.0) as client:
+                note = {"note": "from elsewhere"}
+                for origin, status in ((page_origin, 200), ("http://evil.example", 403)):
+                    sent = client.post(
+                        "/notes", json=note, headers={"cookie": header, "origin": origin}
+                    )
+                    assert sent.status_code == status, sent.text
+                token_only = "; ".join(
+                    part for part in header.split("; ") if "session_data" not in part
+                )
+
+                page.click("#sign-out")
+                expect(page.locator("#who")).to_have_text("Not signed in.")
+                expect_no_results(page)
+                expect_status(page, "me", 401)
+                expect_status(page, "notes", 401)
+                # Better Auth deleted the session: its session_token is refused now.
+                gone = client.get("/me", headers={"cookie": token_only})
+                assert gone.status_code == 401
+
+            # The same page, the other way: a JWT, fetched once signed in again.
+            page.check("#transport-jwt")
+            expect(page.locator("#jwt-card")).to_be_visible()
+            page.click("#sign-in")
+            expect(page.locator("#who")).to_contain_text("(role: user,admin)")
+            expect(page.locator("#claims")).to_contain_text(f'"email": "{email}"')
+            expect_status(page, "me", 200)
+            expect(page.locator("#result-me .body")).to_contain_text('"kind": "jwt"')
             assert errors == []
         finally:
             browser.close()

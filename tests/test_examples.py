@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -16,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from _helpers import asgi_client, bearer
-from _serving import ROOT, denial, start_uvicorn, websocket_session
+from _serving import ROOT, denial, lifespan, start_uvicorn, websocket_session
 from starlette.types import ASGIApp
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
@@ -79,6 +80,7 @@ async def test_me_answers_the_claims(client: httpx.AsyncClient, issuer: Issuer) 
     }
     assert body["claims"]["sub"] == USER_ID
     assert body["claims"]["iss"] == issuer.base_url
+    assert body["kind"] == "jwt"
     anonymous = await client.get("/me")
     assert anonymous.status_code == 401
     assert anonymous.headers["www-authenticate"] == "Bearer"
@@ -194,6 +196,96 @@ async def test_fastapi_docs_are_public_and_editor_uses_the_decorator(
         assert user.status_code == 403
 
 
+# -- session cookies (SESSION_COOKIES=1) ------------------------------------------------------
+
+
+def cookie_header(cookies: dict[str, str]) -> dict[str, str]:
+    """The Cookie header a browser sends with ``cookies``."""
+    return {"cookie": "; ".join(f"{name}={value}" for name, value in cookies.items())}
+
+
+async def test_notes_take_a_note_from_a_token(client: httpx.AsyncClient, issuer: Issuer) -> None:
+    token = bearer(issuer.token(user_id=USER_ID))
+    response = await client.post("/notes", json={"note": "hello"}, headers=token)
+    assert (response.status_code, response.json()) == (200, {"user": USER_ID, "note": "hello"})
+    for bad in ({"note": 1}, ["note"], {"note": "x" * 501}):
+        assert (await client.post("/notes", json=bad, headers=token)).status_code == 422
+    garbage = await client.post(
+        "/notes", content=b"{", headers={**token, "content-type": "application/json"}
+    )
+    assert garbage.status_code == 422
+    assert (await client.post("/notes", json={"note": "hello"})).status_code == 401
+
+
+async def test_session_cookies_from_the_trusted_page(
+    server: JWKSServer, issuer: Issuer, example: str
+) -> None:
+    app = factory(example)(base_url=server.url, cors_origins=[ORIGIN], session_cookies=True)
+    session = issuer.session(USER_ID, role="user")
+    cookies = cookie_header(issuer.session_cookies(session))
+    page = {"origin": ORIGIN}
+    # The lifespan closes the get-session client the stale cookie below makes it open.
+    async with lifespan(app), asgi_client(app) as c:
+        me = await c.get("/me", headers={**cookies, **page})
+        assert me.status_code == 200
+        assert (me.json()["kind"], me.json()["id"]) == ("session_cookie", USER_ID)
+        assert me.headers["access-control-allow-origin"] == ORIGIN
+        assert me.headers["access-control-allow-credentials"] == "true"
+        preflight = await c.options(
+            "/notes",
+            headers={
+                **page,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type",
+            },
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-credentials"] == "true"
+        assert "POST" in preflight.headers["access-control-allow-methods"]
+        note = await c.post("/notes", json={"note": "hi"}, headers={**cookies, **page})
+        assert (note.status_code, note.json()) == (200, {"user": USER_ID, "note": "hi"})
+        # The cookie is sent by the browser whoever made the page: unsafe requests from
+        # another origin, or from nowhere said, are refused; a bearer token is not.
+        for origin in ({"origin": "http://evil.example"}, {}):
+            refused = await c.post("/notes", json={"note": "hi"}, headers={**cookies, **origin})
+            assert refused.status_code == 403
+        token = bearer(issuer.token(user_id=USER_ID))
+        evil = {"origin": "http://evil.example"}
+        anywhere = await c.post("/notes", json={"note": "hi"}, headers={**token, **evil})
+        assert anywhere.status_code == 200
+        # Signed out: Better Auth clears the cookies; a copied pair with a stale cache
+        # falls back to get-session, which refuses it.
+        issuer.revoke_session(session)
+        stale = issuer.session_cookies(session, session_data=False)
+        stale.update(issuer.session_data_cookie(session, issued_at=time.time() - 600))
+        gone = await c.get("/me", headers={**cookie_header(stale), **page})
+        assert gone.status_code == 401
+        assert (await c.get("/me", headers=page)).status_code == 401
+    assert server.session_requests == 1
+
+
+async def test_session_cookies_are_off_by_default(
+    server: JWKSServer, issuer: Issuer, example: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cookies = cookie_header(issuer.session_cookies(issuer.session(USER_ID)))
+    app = factory(example)(base_url=server.url, cors_origins=[ORIGIN])
+    async with asgi_client(app) as c:
+        response = await c.get("/me", headers={**cookies, "origin": ORIGIN})
+        assert response.status_code == 401
+        assert "access-control-allow-credentials" not in response.headers
+    monkeypatch.setenv("BETTER_AUTH_URL", server.url)
+    monkeypatch.setenv("SESSION_COOKIES", "1")
+    monkeypatch.delenv("CORS_ORIGINS", raising=False)
+    app = factory(example)()
+    async with asgi_client(app) as c:
+        assert (await c.get("/me", headers=cookies)).json()["kind"] == "session_cookie"
+        # Without CORS_ORIGINS only the base URL's pages are trusted with the cookie.
+        here = await c.post("/notes", json={"note": "x"}, headers={**cookies, "origin": server.url})
+        assert here.status_code == 200
+        there = await c.post("/notes", json={"note": "x"}, headers={**cookies, "origin": ORIGIN})
+        assert there.status_code == 403
+
+
 def test_module_level_app_needs_no_server_to_import(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("BETTER_AUTH_URL", raising=False)
     for name in NAMES:
@@ -207,7 +299,7 @@ def test_module_level_app_needs_no_server_to_import(monkeypatch: pytest.MonkeyPa
 def test_example_under_uvicorn(name: str, tmp_path: Path) -> None:
     issuer = Issuer()
     with JWKSServer(issuer) as keys:
-        env = {"BETTER_AUTH_URL": keys.url, "CORS_ORIGINS": ORIGIN}
+        env = {"BETTER_AUTH_URL": keys.url, "CORS_ORIGINS": ORIGIN, "SESSION_COOKIES": "1"}
         with start_uvicorn(f"{name}:app", app_dir=EXAMPLES, env=env) as uvicorn:
             # The key set was fetched during startup (warm_on_startup).
             assert keys.requests == 1
@@ -224,6 +316,12 @@ def test_example_under_uvicorn(name: str, tmp_path: Path) -> None:
                     "/me", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "GET"}
                 )
                 assert preflight.headers["access-control-allow-origin"] == ORIGIN
+                # A browser on ORIGIN, signed in to the same site, with its cookies.
+                cookies = cookie_header(issuer.session_cookies(issuer.session(USER_ID)))
+                page = {**cookies, "Origin": ORIGIN}
+                assert http.get("/me", headers=page).json()["kind"] == "session_cookie"
+                note = http.post("/notes", json={"note": "over the wire"}, headers=page)
+                assert note.json() == {"user": USER_ID, "note": "over the wire"}
             with connect(f"ws://{address}/ws", additional_headers=user, open_timeout=10) as ws:
                 ws.send("over the wire")
                 assert json.loads(ws.recv(timeout=10)) == {"user": USER_ID, "echo": "over the wire"}

@@ -1,12 +1,18 @@
-// The demo page: Better Auth for signing in and JWTs, the Python API for everything else.
+// The demo page: Better Auth for signing in, the Python API for everything else.
 // window.DEMO_CONFIG (from /config.js) says where both are:
 //   {mode: "better-auth", authUrl, authBasePath, apiUrl, alg}
 //   {mode: "dev-issuer", reason, issuerUrl, apiUrl, user, admin}   (ready-made tokens)
+// With Better Auth the page calls the API one of two ways (the "transport"):
+//   "jwt":    it fetches a JWT from /api/auth/token and sends it as Authorization: Bearer;
+//   "cookie": it handles no token at all; fetch(..., {credentials: "include"}) lets the
+//             browser send Better Auth's session cookies, which the API reads.
 "use strict";
 
 const config = window.DEMO_CONFIG;
 const $ = (id) => document.getElementById(id);
 let jwt = null;
+let transport = "jwt";
+let signedInUser = null;
 
 // -- small helpers ---------------------------------------------------------------------------
 
@@ -124,6 +130,7 @@ function tick() {
 setInterval(tick, 1000);
 
 function signedIn(user) {
+  signedInUser = user;
   // After a reload the session may be another user's than the one last typed in.
   if (user.email) $("email").value = user.email;
   if (user.name) $("name").value = user.name;
@@ -133,6 +140,7 @@ function signedIn(user) {
 }
 
 function signedOut() {
+  signedInUser = null;
   $("who").textContent = "Not signed in.";
   $("who").classList.remove("in");
   setToken(null);
@@ -144,14 +152,34 @@ async function fetchJwt() {
   setToken(result.data.token);
 }
 
+// After a sign-in or a role change: a new JWT, or, with cookies, nothing to do (Better Auth
+// has set them); either way the answers on screen were given to the old credential.
+async function refreshCredential() {
+  if (transport === "jwt") {
+    await fetchJwt();
+  } else {
+    clearResults();
+  }
+}
+
 async function loadSession() {
   const result = await api("/get-session");
   if (result.response.ok && result.data && result.data.user) {
     signedIn(result.data.user);
-    await fetchJwt();
+    await refreshCredential();
   } else {
     signedOut();
   }
+}
+
+// The JWT card or the cookie card; a JWT is fetched only when the page sends one.
+async function setTransport(value) {
+  transport = value;
+  for (const el of document.querySelectorAll("[data-transport]")) {
+    el.hidden = el.dataset.transport !== transport;
+  }
+  setToken(null);
+  if (transport === "jwt" && signedInUser) await fetchJwt();
 }
 
 function credentials() {
@@ -164,9 +192,14 @@ async function signUp() {
     body: { name: $("name").value.trim() || "Demo User", ...credentials() },
   });
   if (!result.response.ok) throw new Error(failure("Sign-up", result));
-  show("Signed up. Better Auth set its session cookie; the page fetched a JWT with it.", "ok");
+  show(
+    transport === "jwt"
+      ? "Signed up. Better Auth set its session cookie; the page fetched a JWT with it."
+      : "Signed up. Better Auth set its session cookies; the browser sends them to the API.",
+    "ok",
+  );
   signedIn(result.data.user);
-  await fetchJwt();
+  await refreshCredential();
 }
 
 async function signIn() {
@@ -174,7 +207,7 @@ async function signIn() {
   if (!result.response.ok) throw new Error(failure("Sign-in", result));
   show("Signed in.", "ok");
   signedIn(result.data.user);
-  await fetchJwt();
+  await refreshCredential();
 }
 
 async function signOut() {
@@ -196,8 +229,10 @@ async function makeAdmin() {
   const result = await betterAuth("/dev/make-me-admin", { method: "POST", body: {} });
   if (!result.response.ok) throw new Error(failure("Make me admin", result));
   signedIn(result.data.user);
-  await fetchJwt();
-  show(`Your role is now "${result.data.user.role}"; the page fetched a new JWT carrying it.`, "ok");
+  await refreshCredential();
+  const carrier =
+    transport === "jwt" ? "the page fetched a new JWT" : "Better Auth set a new session_data cookie";
+  show(`Your role is now "${result.data.user.role}"; ${carrier} carrying it.`, "ok");
 }
 
 function useToken(kind) {
@@ -209,15 +244,24 @@ function useToken(kind) {
 
 // -- the Python API --------------------------------------------------------------------------
 
-async function callApi(name, withToken) {
+async function callApi(name, withToken, { method = "GET", body: payload } = {}) {
   const box = $(`result-${name}`);
   const status = box.querySelector(".status");
   const body = box.querySelector(".body");
-  const headers = {};
-  if (withToken && jwt) headers.authorization = `Bearer ${jwt}`;
+  const options = { method, headers: {} };
+  if (payload !== undefined) {
+    options.headers["content-type"] = "application/json";
+    options.body = JSON.stringify(payload);
+  }
+  if (withToken && transport === "cookie") {
+    // No token in sight: the browser adds Better Auth's cookies, and the page's Origin.
+    options.credentials = "include";
+  } else if (withToken && jwt) {
+    options.headers.authorization = `Bearer ${jwt}`;
+  }
   let response;
   try {
-    response = await fetch(`${config.apiUrl}/${name}`, { headers });
+    response = await fetch(`${config.apiUrl}/${name}`, options);
   } catch (error) {
     box.dataset.status = "error";
     status.textContent = "network error";
@@ -249,6 +293,16 @@ function start() {
   wire("call-public", () => callApi("public", false));
   wire("call-me", () => callApi("me", true));
   wire("call-admin", () => callApi("admin", true));
+  wire("call-notes", () =>
+    callApi("notes", true, { method: "POST", body: { note: `written at ${new Date().toISOString()}` } }),
+  );
+  for (const radio of document.querySelectorAll('input[name="transport"]')) {
+    radio.addEventListener("change", () => {
+      if (!radio.checked) return;
+      show("");
+      busy(radio, () => setTransport(radio.value));
+    });
+  }
   wire("use-user", async () => useToken("user"));
   wire("use-admin", async () => useToken("admin"));
   // Enter in the form signs in; the page never navigates.
@@ -260,6 +314,12 @@ function start() {
   // Each mode shows its own texts (data-mode="better-auth" or "dev-issuer").
   for (const el of document.querySelectorAll("[data-mode]")) {
     el.hidden = el.dataset.mode !== config.mode;
+  }
+  // A reload may keep the radio button last chosen: the page follows it.
+  const chosen = document.querySelector('input[name="transport"]:checked');
+  transport = config.mode === "better-auth" && chosen ? chosen.value : "jwt";
+  for (const el of document.querySelectorAll("[data-transport]")) {
+    el.hidden = el.dataset.transport !== transport;
   }
   if (config.mode === "better-auth") {
     $("where").textContent =

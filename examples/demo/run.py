@@ -5,8 +5,13 @@ It starts three things on 127.0.0.1 and stops all of them on Ctrl-C:
 - the real Better Auth server of ``examples/better-auth-server`` (Node; ``npm ci`` is run first
   when its packages are missing), with its development-only endpoints turned on;
 - the example API, ``examples/starlette_app.py`` behind ``BetterAuthMiddleware``, under uvicorn;
-- a web page where you sign up or sign in through Better Auth, get a JWT, and call the API's
-  public route, your claims and the admin-only route (403 until you make yourself admin).
+- a web page where you sign up or sign in through Better Auth and call the API's public route,
+  your claims, the admin-only route (403 until you make yourself admin) and a ``POST``, in one
+  of two ways: with a JWT from Better Auth (``BearerJWT``), or with no token at all, the
+  browser sending Better Auth's session cookies (``SessionCookie``). Cookies belong to a host,
+  not a port, so the API on 127.0.0.1 gets the cookies the Better Auth server on 127.0.0.1
+  set; the API allows the page's origin credentialed CORS requests and trusts it for unsafe
+  requests that carry a cookie.
 
 Without Node.js (or with ``--dev-issuer``) the package's development issuer,
 ``python -m starlette_betterauth dev-issuer``, stands in for Better Auth: it serves a key set
@@ -347,11 +352,13 @@ class Demo:
             install.stop()
         return None if code == 0 else f"`npm ci` failed with code {code}"
 
-    def _start_api(self, auth_url: str, page_origin: str) -> str:
+    def _start_api(self, auth_url: str, page_origin: str, *, session_cookies: bool) -> str:
         env = {
             **os.environ,
             "BETTER_AUTH_URL": auth_url,
             "CORS_ORIGINS": page_origin,
+            # With Better Auth the page may call with its session cookies instead of a JWT.
+            "SESSION_COOKIES": "1" if session_cookies else "0",
             "PYTHONUNBUFFERED": "1",
         }
         argv = [sys.executable, "-m", "uvicorn", self.args.app, "--app-dir", str(EXAMPLES)]
@@ -376,7 +383,7 @@ class Demo:
         )
         ready = json.loads(auth.wait_ready(self.stop).group(0))
         auth_url: str = ready["url"]
-        api_url = self._start_api(auth_url, site.origin)
+        api_url = self._start_api(auth_url, site.origin, session_cookies=True)
         config = {
             "mode": "better-auth",
             "authUrl": auth_url,
@@ -388,6 +395,7 @@ class Demo:
         say("starlette-betterauth demo")
         say(f"  Better Auth server  {auth_url}  (Node, in memory: a restart forgets every user)")
         say(f"  Python API          {api_url}  ({self.args.app} behind BetterAuthMiddleware)")
+        say("  The page calls the API with a JWT, or with Better Auth's session cookie.")
 
     def _start_with_dev_issuer(self, site: Site, reason: str) -> None:
         # The package's development issuer: a key set on 127.0.0.1 and ready-made tokens.
@@ -396,7 +404,7 @@ class Demo:
         issuer = self._start(Child("dev-issuer", argv, ready=DEV_ISSUER_READY))
         ready = json.loads(issuer.wait_ready(self.stop).group(0))
         issuer_url: str = ready["base_url"]
-        api_url = self._start_api(issuer_url, site.origin)
+        api_url = self._start_api(issuer_url, site.origin, session_cookies=False)
         config = {
             "mode": "dev-issuer",
             "reason": reason[:1].upper() + reason[1:],
@@ -425,7 +433,10 @@ class Demo:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(
-        description="Sign in with a real Better Auth server and call a Starlette API with the JWT."
+        description=(
+            "Sign in with a real Better Auth server and call a Starlette API with a JWT or "
+            "with the session cookie."
+        )
     )
     parser.add_argument(
         "--port",
