@@ -206,6 +206,16 @@ class JWKSCache:
         """
         return self._keys.get(key.kid) is key and self._usable(time.monotonic())
 
+    def current_key(self, kid: str) -> VerificationKey | None:
+        """The key named ``kid`` when the loaded set is fresh and has it, without I/O.
+
+        None means "ask :meth:`get_key`", which fetches, waits or refuses as needed.
+        """
+        now = time.monotonic()
+        if now < self._fresh_until and now < self._usable_until:
+            return self._keys.get(kid)
+        return None
+
     def _usable(self, now: float) -> bool:
         return now < self._usable_until
 
@@ -335,7 +345,7 @@ class JWKSCache:
         started = time.monotonic()
         try:
             body, cache_control = await self._download()
-            keys, skipped = parse_key_set(body, self.algorithms)
+            keys, skipped = parse_key_set(body, self.algorithms, libsodium=self.options.libsodium)
         except KeySetError as exc:
             duration = self._fetch_ended(started)
             self._failures += 1

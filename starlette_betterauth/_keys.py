@@ -1,18 +1,21 @@
 """Turning JWKs into ready-to-use verification keys.
 
-Each JWK is parsed once, by PyJWT, into a key object of ``cryptography``; the
-signature check calls that object's ``verify`` directly, with padding and hash
-objects built once per algorithm (a JWS ECDSA signature, raw ``r || s``, is
-re-encoded as DER first). A key verifies one algorithm: the one its JWK names or,
-when it names none, the one of its type (curves have one; an RSA key is taken as
-RS256, since PS256 is only ever used by a key whose JWK says so, as Better Auth's do).
+Each JWK is parsed once, by PyJWT, into a key object of ``cryptography``, and
+its signature check is prepared once: that object's ``verify`` with padding and
+hash objects built once per algorithm (a JWS ECDSA signature, raw ``r || s``, is
+re-encoded as DER first), or for Ed25519 libsodium's when PyNaCl is installed
+(:mod:`starlette_betterauth._ed25519`, which also holds the Ed25519 key policy). A
+key verifies one algorithm: the one its JWK names or, when it names none, the one of
+its type (curves have one; an RSA key is taken as RS256, since PS256 is only ever used
+by a key whose JWK says so, as Better Auth's do).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -22,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from jwt.api_jwk import PyJWK
 from jwt.exceptions import PyJWTError
 
+from ._ed25519 import key_flaw, signature_check
 from .errors import KeySetInvalidError
 
 __all__ = [
@@ -136,17 +140,40 @@ class KeyRejected(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class VerificationKey:
-    """One public key from the key set, parsed once and ready to verify."""
+    """One public key from the key set, parsed once and ready to verify.
+
+    A key verifies one algorithm. ``check(signing_input, signature)`` is its
+    signature check, prepared once (built from ``key`` when not given).
+    """
 
     kid: str
     kty: str
     crv: str | None
     algorithms: frozenset[str]
     key: Any
+    check: Callable[[bytes, bytes], bool] = field(
+        default=None,  # type: ignore[assignment]
+        compare=False,
+        repr=False,
+    )
+
+    def __post_init__(self) -> None:
+        if len(self.algorithms) != 1:
+            raise ValueError("a VerificationKey verifies exactly one algorithm")
+        if self.check is None:
+            (alg,) = self.algorithms
+            check = (
+                signature_check(self.key, libsodium=False)
+                if self.kty == "OKP" and self.crv == "Ed25519"
+                else partial(_VERIFIERS[alg], self.key)
+            )
+            object.__setattr__(self, "check", check)
 
     def verify(self, alg: str, signing_input: bytes, signature: bytes) -> bool:
-        """Check a signature made with ``alg``, which must be one of this key's algorithms."""
-        return _VERIFIERS[alg](self.key, signing_input, signature)
+        """Check a signature made with ``alg``, which must be this key's algorithm."""
+        if alg not in self.algorithms:
+            raise ValueError(f"key {self.kid!r} does not verify {alg}")
+        return self.check(signing_input, signature)
 
     def same_key(self, other: VerificationKey) -> bool:
         """Whether ``other`` is this key: same kid, type, algorithms and public key material."""
@@ -165,8 +192,13 @@ def _public_der(key: Any) -> bytes:
     return der
 
 
-def parse_jwk(jwk: Mapping[str, Any], accepted: frozenset[str]) -> VerificationKey:
-    """Build a VerificationKey from a public JWK, or raise KeyRejected with the reason."""
+def parse_jwk(
+    jwk: Mapping[str, Any], accepted: frozenset[str], *, libsodium: bool = True
+) -> VerificationKey:
+    """Build a VerificationKey from a public JWK, or raise KeyRejected with the reason.
+
+    ``libsodium``: check Ed25519 signatures with libsodium when PyNaCl is installed.
+    """
     kid = jwk.get("kid")
     if not isinstance(kid, str) or not kid:
         raise KeyRejected("it has no kid")
@@ -212,13 +244,30 @@ def parse_jwk(jwk: Mapping[str, Any], accepted: frozenset[str]) -> VerificationK
             raise KeyRejected(
                 "its RSA modulus comes from a weak key generator (ROCA, CVE-2017-15361)"
             )
-    return VerificationKey(kid=kid, kty=kty, crv=crv, algorithms=frozenset({algorithm}), key=key)
+    check: Callable[[bytes, bytes], bool] | None = None
+    if crv == "Ed25519" and kty == "OKP":
+        flaw = key_flaw(
+            key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        )
+        if flaw is not None:
+            raise KeyRejected(flaw)
+        check = signature_check(key, libsodium=libsodium)
+    return VerificationKey(
+        kid=kid,
+        kty=kty,
+        crv=crv,
+        algorithms=frozenset({algorithm}),
+        key=key,
+        check=check,  # type: ignore[arg-type]  # None: built by __post_init__
+    )
 
 
 def parse_key_set(
-    body: bytes, accepted: frozenset[str]
+    body: bytes, accepted: frozenset[str], *, libsodium: bool = True
 ) -> tuple[dict[str, VerificationKey], tuple[SkippedKey, ...]]:
     """Parse a JWKS document into usable keys by kid, and the keys left out with why.
+
+    ``libsodium`` is passed to :func:`parse_jwk`.
 
     Each unusable member is skipped with its reason (never a crash); a kid
     used twice keeps its first key. Only the first :data:`MAX_KEYS` members are
@@ -243,7 +292,7 @@ def parse_key_set(
                 raise KeyRejected("it is not a JSON object")
             if isinstance(jwk.get("kid"), str):
                 label = repr(jwk["kid"][:64])
-            key = parse_jwk(jwk, accepted)
+            key = parse_jwk(jwk, accepted, libsodium=libsodium)
             if key.kid in keys:
                 raise KeyRejected("its kid is used by an earlier key")
         except Exception as exc:
