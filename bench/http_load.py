@@ -327,12 +327,13 @@ def main(argv: list[str] | None = None) -> None:
         (
             "repeated token: req/s vs no auth",
             ratio("this package, repeated token (EdDSA)", "no auth (Starlette)"),
-            0.9,
+            0.95,
         ),
         (
-            "first-seen EdDSA: req/s vs PyJWT middleware",
+            "first-seen EdDSA: req/s vs PyJWT middleware"
+            + (" (libsodium)" if importlib.util.find_spec("nacl") else " (cryptography)"),
             ratio("this package, first-seen EdDSA", "PyJWT pure-ASGI middleware, EdDSA"),
-            1.15,
+            1.5,
         ),
         (
             "first-seen EdDSA: req/s vs fastapi-betterauth",
@@ -360,7 +361,7 @@ def main(argv: list[str] | None = None) -> None:
         for name, value, goal in targets
     ]
     print(f"## http: uvicorn + wrk on 127.0.0.1 ({'quick' if args.quick else 'full'} run)\n")
-    print(f"Machine: {machine(('uvicorn', 'uvloop', 'httptools', 'fastapi'))}\n")
+    print(f"Machine: {machine(('uvicorn', 'uvloop', 'httptools', 'fastapi', 'pynacl'))}\n")
     print(
         f"{rounds} rounds of {seconds:g} s per load, wrk -t1 -c{args.connections}; "
         f"first-seen pool {pool} tokens (cache {pool // 2}); "

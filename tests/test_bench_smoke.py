@@ -1,4 +1,4 @@
-"""The benchmarks keep working: micro and in-process ASGI, in their short --quick mode.
+"""The benchmarks keep working: micro, in-process ASGI, kinds and scale, in their --quick mode.
 
 These run the scripts as a user would and check that every table row is
 printed; they assert nothing about timings (the HTTP benchmark needs wrk and is
@@ -47,7 +47,7 @@ def test_asgi_prints_the_repeated_and_first_seen_rows() -> None:
     assert "| repeated token (cache hit) |" in output
     for alg in ALGORITHMS:
         row = next(line for line in output.splitlines() if line.startswith(f"| {alg} |"))
-        assert len(row.split("|")) == 9  # seven cells
+        assert len(row.split("|")) == 11  # nine cells
 
 
 @pytest.mark.timeout(150)
@@ -81,3 +81,13 @@ def test_fleet_prints_every_check() -> None:
     assert done.returncode == 0, done.stderr
     for check in ("secondaryStorage", "revocation mark", "100 live sessions", "sign-out seen"):
         assert check in done.stdout
+
+
+def test_scale_prints_key_sets_public_rules_and_token_caches() -> None:
+    output = run("scale.py")
+    assert "## scale: µs per request in process (quick run)" in output
+    lines = output.splitlines()
+    for first_cell in ("| 1 | 1 |", "| 120 | 100 |", "| 100 |", "| 1,000 |"):
+        assert any(line.startswith(first_cell) for line in lines), first_cell
+    assert "401 (unknown kid)" in output
+    assert "memory per cached token" in output
