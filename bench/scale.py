@@ -213,7 +213,8 @@ def main(argv: list[str] | None = None) -> None:
                 assert len(mw.cache) == size
                 memory[size] = (after - before) / size
                 hot = fill[-1]
-                fresh = [_scope("/hello", issuer.token(role="user")) for _ in range(slow * 2)]
+                # One new token per request of every round: each one misses and evicts.
+                fresh = [_scope("/hello", issuer.token(role="user")) for _ in range(slow * rounds)]
                 cache_candidates[f"hit {size}"] = candidate(requests(mw, [hot], fast))
                 cache_candidates[f"miss {size}"] = candidate(requests(mw, fresh, slow))
                 del fill
