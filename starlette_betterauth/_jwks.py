@@ -1,4 +1,4 @@
-"""The key-set cache: the only module of the package that touches the network."""
+"""The key-set cache: fetching, keeping and refreshing a Better Auth server's keys.
 
 from __future__ import annotations
 
