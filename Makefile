@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 SERVER := examples/better-auth-server
+# The Better Auth lines of the compatibility matrix, each a small npm project with a lockfile.
+BETTER_AUTH_LINES := 1.5 1.6 1.7
 
 .PHONY: demo test lint check venv node chromium clean bench bench-http
 
@@ -20,7 +22,11 @@ venv: $(VENV)/.installed
 $(SERVER)/node_modules/.package-lock.json: $(SERVER)/package-lock.json
 	cd $(SERVER) && npm ci --no-audit --no-fund --loglevel=error
 
-node: $(SERVER)/node_modules/.package-lock.json
+$(SERVER)/versions/%/node_modules/.package-lock.json: $(SERVER)/versions/%/package-lock.json
+	cd $(SERVER)/versions/$* && npm ci --no-audit --no-fund --loglevel=error
+
+node: $(SERVER)/node_modules/.package-lock.json \
+	$(BETTER_AUTH_LINES:%=$(SERVER)/versions/%/node_modules/.package-lock.json)
 
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { \
@@ -52,4 +58,5 @@ bench-http: venv
 	$(PY) bench/http_load.py
 
 clean:
-	rm -rf $(VENV) $(SERVER)/node_modules .coverage .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SERVER)/node_modules $(SERVER)/versions/*/node_modules \
+	  .coverage .mypy_cache .ruff_cache
