@@ -9,7 +9,7 @@ SERVER := examples/better-auth-server
 # The Better Auth lines of the compatibility matrix, each a small npm project with a lockfile.
 BETTER_AUTH_LINES := 1.5 1.6 1.7
 
-.PHONY: demo test lint check venv node chromium clean bench bench-http
+.PHONY: demo test lint check venv node chromium clean bench bench-http release-check
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ test: venv node chromium lint
 	# coverage starts before pytest, so the package's pytest plugin is measured from its import
 	$(VENV)/bin/coverage run -m pytest -p no:cacheprovider
 	$(VENV)/bin/coverage report
+
+# sdist and wheel built, twine check, the wheel smoke-tested in a clean virtualenv.
+release-check: venv
+	RELEASE_PYTHON=$(PY) .ci/release-check
 
 demo: venv
 	$(PY) examples/demo/run.py
