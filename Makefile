@@ -9,7 +9,8 @@ SERVER := examples/better-auth-server
 # The Better Auth lines of the compatibility matrix, each a small npm project with a lockfile.
 BETTER_AUTH_LINES := 1.5 1.6 1.7
 
-.PHONY: demo test lint check venv node chromium clean bench bench-http release-check
+.PHONY: demo test lint check venv node chromium clean bench bench-http release-check \
+	docs docs-build
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +45,14 @@ test: venv node chromium lint
 	$(VENV)/bin/coverage run -m pytest -p no:cacheprovider
 	$(VENV)/bin/coverage report
 
+# The documentation site: `make docs` serves it with live reload, `make docs-build` builds
+# it as CI does (strict: a broken link or a docstring warning fails).
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve -a 127.0.0.1:8001
+
+docs-build: venv
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 # sdist and wheel built, twine check, the wheel smoke-tested in a clean virtualenv.
 release-check: venv
 	RELEASE_PYTHON=$(PY) .ci/release-check
@@ -62,5 +71,5 @@ bench-http: venv
 	$(PY) bench/http_load.py
 
 clean:
-	rm -rf $(VENV) $(SERVER)/node_modules $(SERVER)/versions/*/node_modules \
+	rm -rf $(VENV) site $(SERVER)/node_modules $(SERVER)/versions/*/node_modules \
 	  .coverage .mypy_cache .ruff_cache
