@@ -1,6 +1,8 @@
 # One place for every command: `make demo` runs the demo, `make test` runs every test.
 # Both build what they need first (a virtualenv, the Better Auth server's Node packages,
 # and for the browser test Debian's chromium), so they work on a fresh machine.
+# `make ci` is what CI runs (.ci/run, with three jobs): `make test` plus the strict docs
+# build, the release check and the compatibility matrix.
 
 PYTHON ?= python3
 VENV := .venv
@@ -8,14 +10,16 @@ PY := $(VENV)/bin/python
 SERVER := examples/better-auth-server
 # The Better Auth lines of the compatibility matrix, each a small npm project with a lockfile.
 BETTER_AUTH_LINES := 1.5 1.6 1.7
+# How every virtualenv here gets the package and its development dependencies.
+DEV_INSTALL := -e '.[dev]'
 
-.PHONY: demo test lint check venv node chromium clean bench bench-http release-check \
-	docs docs-build
+.PHONY: demo test lint check venv node chromium clean bench bench-http \
+	docs docs-build release-check matrix matrix-py3.12 matrix-py3.13 matrix-lowest ci
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet $(DEV_INSTALL)
 	touch $@
 
 venv: $(VENV)/.installed
@@ -57,6 +61,19 @@ docs-build: venv
 release-check: venv
 	RELEASE_PYTHON=$(PY) .ci/release-check
 
+# The compatibility matrix: the fast suite on the other Pythons (pyenv's) and on the lowest
+# allowed dependency versions; `make test` is the full suite on $(PYTHON), newest versions.
+matrix: matrix-py3.12 matrix-py3.13 matrix-lowest
+
+matrix-py3.12 matrix-py3.13:
+	DEV_INSTALL="$(DEV_INSTALL)" .ci/fast-suite $(@:matrix-py%=%)
+
+matrix-lowest:
+	DEV_INSTALL="$(DEV_INSTALL)" .ci/fast-suite 3.11 .ci/constraints-lowest.txt
+
+# Everything CI runs; .ci/run names these targets with --jobs=3 so the suites overlap.
+ci: test docs-build release-check matrix
+
 demo: venv
 	$(PY) examples/demo/run.py
 
@@ -71,5 +88,5 @@ bench-http: venv
 	$(PY) bench/http_load.py
 
 clean:
-	rm -rf $(VENV) site $(SERVER)/node_modules $(SERVER)/versions/*/node_modules \
+	rm -rf $(VENV) .matrix site $(SERVER)/node_modules $(SERVER)/versions/*/node_modules \
 	  .coverage .mypy_cache .ruff_cache
