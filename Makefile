@@ -1,8 +1,8 @@
 # One place for every command: `make demo` runs the demo, `make test` runs every test.
 # Both build what they need first (a virtualenv, the Better Auth server's Node packages,
 # and for the browser test Debian's chromium), so they work on a fresh machine.
-# `make ci` is what CI runs (.ci/run, with three jobs): `make test` plus the strict docs
-# build, the release check and the compatibility matrix.
+# `make ci` is everything CI runs: `make test` plus the strict docs build, the release check
+# and the compatibility matrix (.ci/run runs them in three lanes at once).
 
 PYTHON ?= python3
 VENV := .venv
@@ -71,7 +71,7 @@ matrix-py3.12 matrix-py3.13:
 matrix-lowest:
 	DEV_INSTALL="$(DEV_INSTALL)" .ci/fast-suite 3.11 .ci/constraints-lowest.txt
 
-# Everything CI runs; .ci/run names these targets with --jobs=3 so the suites overlap.
+# Everything CI runs, one after the other (.ci/run overlaps them).
 ci: test docs-build release-check matrix
 
 demo: venv
