@@ -2,7 +2,7 @@
 # Both build what they need first (a virtualenv, the Better Auth server's Node packages,
 # and for the browser test Debian's chromium), so they work on a fresh machine.
 # `make ci` is everything CI runs: `make test` plus the strict docs build, the release check
-# and the compatibility matrix (.ci/run runs them in three lanes at once).
+# and the compatibility matrix (.ci/run runs them in four lanes at once).
 
 PYTHON ?= python3
 VENV := .venv
