@@ -1,4 +1,4 @@
-"""The key-set cache: fetching, keeping and refreshing a Better Auth server's keys.
+"""The key-set cache: fetching, keeping and refreshing a Better Auth server's keys."""
 
 from __future__ import annotations
 

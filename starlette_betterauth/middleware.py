@@ -141,10 +141,11 @@ class BetterAuthMiddleware:
         app.add_middleware(BetterAuthMiddleware, base_url="https://auth.example.com")
 
     Args:
-        base_url, jwks_url, issuer, audience, verify_issuer, verify_audience,
-            algorithms, leeway, require_exp, key_set: the verification settings,
-            declared and documented once in :class:`VerifierSettings` (``base_url``
-            is Better Auth's ``baseURL``; by default ``BETTER_AUTH_URL``).
+        **settings: the verification settings (``base_url``, ``jwks_url``,
+            ``issuer``, ``audience``, ``verify_issuer``, ``verify_audience``,
+            ``algorithms``, ``leeway``, ``require_exp``, ``key_set``), declared and
+            documented once in :class:`VerifierSettings` (``base_url`` is Better
+            Auth's ``baseURL``; by default ``BETTER_AUTH_URL``).
         accept: the credential kinds accepted, in the order they are tried
             (:mod:`starlette_betterauth.credentials`; default ``[BearerJWT()]``).
         public: routes reachable without a token, e.g. ``["/health", "GET /docs/*"]``;

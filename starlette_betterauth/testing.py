@@ -943,8 +943,9 @@ class JWKSServer:
         discovery_url, introspection_url: the OAuth provider's metadata and
             introspection endpoint.
         discovery_requests, introspection_requests: how many requests each got.
-        introspection_status, introspection_delay, introspection_body,
-            introspection_headers: make introspection misbehave, as for get-session.
+        introspection_status: with ``introspection_delay``, ``introspection_body``
+            and ``introspection_headers``, make introspection misbehave, as for
+            get-session.
 
     Example::
 

@@ -28,7 +28,9 @@ from starlette_betterauth.testing import Issuer, JWKSServer, SigningKey
 
 pytestmark = pytest.mark.anyio
 
-TIMEOUT = 0.5  # seconds a fetch may take; the slow server takes longer
+# Seconds a fetch may take; the slow server takes longer. Generous, so that a loaded machine
+# (CI runs several suites side by side) never turns a slow answer into a timeout.
+TIMEOUT = 2.0
 BODY_CAP = 512 * 1024  # the cache's default max_body_size
 HUGE = 64 * 1024 * 1024
 
