@@ -7,6 +7,9 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, NoReturn
 
+from ._claims import short_repr
+from .errors import InvalidClaimError
+
 __all__ = ["FrozenObject", "freeze_claims", "freeze_json"]
 
 
@@ -36,14 +39,27 @@ class FrozenObject(dict[str, Any]):
         return dict, (dict(self),)
 
 
-def freeze_json(value: Any) -> Any:
-    """A read-only copy of a parsed JSON value: objects :class:`FrozenObject`, arrays tuples."""
+#: Deepest nesting of objects and arrays copied; deeper is refused the same way on every
+#: Python (the interpreter's own recursion limit counts frames differently across versions).
+MAX_JSON_DEPTH = 64
+
+
+def freeze_json(value: Any, _depth: int = 0) -> Any:
+    """A read-only copy of a parsed JSON value: objects :class:`FrozenObject`, arrays tuples.
+
+    Raises:
+        RecursionError: objects and arrays nested deeper than :data:`MAX_JSON_DEPTH`.
+    """
     kind = type(value)
+    if kind is not dict and kind is not list:
+        return value
+    if _depth >= MAX_JSON_DEPTH:
+        raise RecursionError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     if kind is dict:
-        return FrozenObject({name: freeze_json(member) for name, member in value.items()})
-    if kind is list:
-        return tuple([freeze_json(item) for item in value])
-    return value
+        return FrozenObject(
+            {name: freeze_json(member, _depth + 1) for name, member in value.items()}
+        )
+    return tuple([freeze_json(item, _depth + 1) for item in value])
 
 
 def freeze_claims(claims: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -63,5 +79,10 @@ def freeze_claims(claims: Mapping[str, Any]) -> Mapping[str, Any]:
     for name, value in frozen.items():
         if type(value) is dict or type(value) is list:
             # Replacing values while iterating is safe: the keys do not change.
-            frozen[name] = freeze_json(value)
+            try:
+                frozen[name] = freeze_json(value)
+            except RecursionError as exc:
+                raise InvalidClaimError(
+                    f"the {short_repr(name)} claim is nested too deeply"
+                ) from exc
     return MappingProxyType(frozen)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from starlette_betterauth._user import BetterAuthUser, UserBuilder
-from starlette_betterauth.errors import BannedUserError, ConfigurationError
+from starlette_betterauth.errors import BannedUserError, ConfigurationError, InvalidClaimError
 
 CLAIMS: dict[str, Any] = {
     "sub": "u1",
@@ -246,3 +246,11 @@ def test_repr_shows_id_email_and_roles_but_no_claims() -> None:
     shown = repr(built)
     assert shown.startswith("BetterAuthUser(id='u1', email='ada@example.com', roles=['a', 'b']")
     assert "s3cr3t" not in shown
+
+
+def test_claims_nested_too_deeply_are_refused_on_every_python() -> None:
+    deep: list[object] = []
+    for _ in range(100):
+        deep = [deep]
+    with pytest.raises(InvalidClaimError, match="'deep' claim is nested too deeply"):
+        user(CLAIMS | {"deep": deep})
