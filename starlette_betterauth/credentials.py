@@ -336,6 +336,33 @@ def _session_principal(users: UserBuilder, record: SessionRecord, kind: str) -> 
     )
 
 
+class _SessionPrincipals:
+    """The user built for each session answer held in a cache: a cache hit builds none.
+
+    Keyed on the answer's identity (the answer is held too, so its id is not reused);
+    bounded, cleared when full.
+    """
+
+    __slots__ = ("_built", "_kind", "_users")
+
+    _LIMIT = 10_000
+
+    def __init__(self, users: UserBuilder, kind: str) -> None:
+        self._users = users
+        self._kind = kind
+        self._built: dict[int, tuple[SessionRecord, Principal]] = {}
+
+    def of(self, record: SessionRecord) -> Principal:
+        entry = self._built.get(id(record))
+        if entry is not None and entry[0] is record:
+            return entry[1]
+        principal = _session_principal(self._users, record, self._kind)
+        if len(self._built) >= self._LIMIT:
+            self._built.clear()
+        self._built[id(record)] = (record, principal)
+        return principal
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SessionToken(_SessionLookup):
     """Better Auth's opaque session tokens in ``Authorization: Bearer`` (bearer plugin).
@@ -382,6 +409,7 @@ class _SessionTokenAuthenticator:
     def __init__(self, sessions: SessionClient | StoredSessions, context: Context) -> None:
         self.sessions = sessions
         self._users = context.users
+        self._principals = _SessionPrincipals(context.users, self.kind)
         self._sole = context.sole_bearer
         # Opaque access tokens with their prefix belong to AccessToken.
         self._leave = tuple(
@@ -403,7 +431,7 @@ class _SessionTokenAuthenticator:
 
     async def authenticate(self, credential: str, presented: Presented) -> Principal:
         record = await self.sessions.lookup(SessionCredential.bearer(credential))
-        return _session_principal(self._users, record, self.kind)
+        return self._principals.of(record)
 
     async def aclose(self) -> None:
         await self.sessions.aclose()
@@ -498,6 +526,7 @@ class _SessionCookieAuthenticator:
         self.origins: TrustedOrigins | None = origins
         self.sessions = sessions
         self._users = context.users
+        self._principals = _SessionPrincipals(context.users, self.kind)
         self._cache = context.cache
         verifier = context.verifier
         # Better Auth's secondaryStorage answers for the session_token at once;
@@ -547,7 +576,7 @@ class _SessionCookieAuthenticator:
                 "(send the session_token cookie too)"
             )
         record = await self.sessions.lookup(SessionCredential.cookie(token_name, token_value))
-        return _session_principal(self._users, record, self.kind)
+        return self._principals.of(record)
 
     async def _verify_locally(self, credential: str, data: str, token_value: str) -> Principal:
         verified = await self._verifier.verify_token(data)
