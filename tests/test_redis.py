@@ -522,8 +522,11 @@ async def test_shared_cache_makes_one_call_across_processes(
     session, signed_out = issuer.session(), issuer.session()
     issuer.revoke_session(signed_out)
     store = shared_store(redis_server, prefix)
-    # Each middleware stands for a process: its own get-session client and caches.
-    apps = [make_app(server, [SessionToken(redis=store)]) for _ in range(4)]
+    # Each middleware stands for a process: its own get-session client and caches. Long
+    # timers: on a loaded machine 800 requests may outlast the default lock (timeout + 1 s)
+    # or refusal (5 s) lifetimes, and each would rightly allow another call.
+    kind = SessionToken(redis=store, timeout=30.0, refusal_ttl=60.0)
+    apps = [make_app(server, [kind]) for _ in range(4)]
     codes: list[int] = []
     async with (
         client_for(apps[0]) as a,
