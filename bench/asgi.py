@@ -105,7 +105,14 @@ def requests(
     app: ASGIApp, tokens: list[str], batch: int
 ) -> Callable[[], Coroutine[Any, Any, float]]:
     """A coroutine factory: ``batch`` requests through ``app``, µs per request."""
-    scopes = itertools.cycle([_scope(token) for token in tokens])
+    return scoped_requests(app, [_scope(token) for token in tokens], batch)
+
+
+def scoped_requests(
+    app: ASGIApp, scopes_given: list[Scope], batch: int
+) -> Callable[[], Coroutine[Any, Any, float]]:
+    """A coroutine factory: ``batch`` requests through ``app`` cycling ``scopes_given``."""
+    scopes = itertools.cycle(scopes_given)
 
     async def run() -> float:
         start = time.perf_counter_ns()

@@ -21,17 +21,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from asgi import hello, scoped_requests
 from benchkit import interleaved, machine, median, paired_median, table, verdict
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Scope
+from starlette.types import ASGIApp, Scope
 
 from starlette_betterauth import BetterAuthMiddleware, KeySetOptions
 from starlette_betterauth.credentials import BearerJWT, SessionCookie, SessionToken
@@ -41,20 +39,6 @@ from starlette_betterauth.testing import Issuer, JWKSServer
 TARGET_COOKIE_RATIO = 1.10
 #: A get-session cache hit may add this many µs over a repeated JWT.
 TARGET_SESSION_HIT_US = 5.0
-
-
-async def hello(request: Request) -> PlainTextResponse:
-    """The endpoint under test."""
-    return PlainTextResponse("hello")
-
-
-async def _receive() -> Message:
-    return {"type": "http.request", "body": b"", "more_body": False}
-
-
-async def _send(message: Message) -> None:
-    if message["type"] == "http.response.start" and message["status"] != 200:
-        raise RuntimeError(f"the app answered {message['status']}")
 
 
 def _scope(header: tuple[bytes, bytes] | None) -> Scope:
@@ -92,15 +76,7 @@ def requests(
     app: ASGIApp, headers: list[tuple[bytes, bytes] | None], batch: int
 ) -> Callable[[], Coroutine[Any, Any, float]]:
     """A coroutine factory: ``batch`` requests through ``app``, µs per request."""
-    scopes = itertools.cycle([_scope(header) for header in headers])
-
-    async def run() -> float:
-        start = time.perf_counter_ns()
-        for _ in range(batch):
-            await app(dict(next(scopes)), _receive, _send)
-        return (time.perf_counter_ns() - start) / batch / 1000
-
-    return run
+    return scoped_requests(app, [_scope(header) for header in headers], batch)
 
 
 def main(argv: list[str] | None = None) -> None:
