@@ -448,16 +448,7 @@ async def check_access_token(
     try:
         user, _ = await kind.authenticate(token, Presented(token, None, None, None))
     except BetterAuthError as exc:
-        explained = any(c.status == "fail" for c in checks[before:])
-        fix = None if explained else explain(exc, parsed, verifier)
-        checks.append(
-            Check(
-                "verdict",
-                "fail",
-                f"refused with HTTP {exc.status_code}: {exc.message} ({type(exc).__name__})",
-                fix,
-            )
-        )
+        checks.append(_refused_verdict(exc, checks[before:], parsed, verifier))
         return
     who = f"client {user.id!r} (client_credentials)" if user.is_machine else f"user {user.id!r}"
     scopes = ", ".join(sorted(user.scopes)) or "none"
@@ -567,6 +558,22 @@ _NOT_JWKS_CACHE_FIX = (
     "with get-session instead. To check cookies without a call, set session.cookieCache.strategy "
     '"jwt" with jwt({ sessionCookieCache: true }) on the server (Better Auth 1.7)'
 )
+
+
+def _refused_verdict(
+    error: BetterAuthError,
+    token_checks: list[Check],
+    parsed: ParsedToken | None,
+    verifier: TokenVerifier | None,
+) -> Check:
+    """The verdict of a refused token; its fix only when no earlier check explained it."""
+    explained = any(c.status == "fail" for c in token_checks)
+    return Check(
+        "verdict",
+        "fail",
+        f"refused with HTTP {error.status_code}: {error.message} ({type(error).__name__})",
+        None if explained else explain(error, parsed, verifier),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -687,16 +694,7 @@ async def check_token(
         verified: VerifiedToken = await verifier.verify_token(token)
         user, _ = UserBuilder().build(verified.claims)
     except BetterAuthError as exc:
-        explained = any(c.status == "fail" for c in checks[before:])
-        fix = None if explained else explain(exc, parsed, verifier)
-        checks.append(
-            Check(
-                "verdict",
-                "fail",
-                f"refused with HTTP {exc.status_code}: {exc.message} ({type(exc).__name__})",
-                fix,
-            )
-        )
+        checks.append(_refused_verdict(exc, checks[before:], parsed, verifier))
         return
     roles = ", ".join(sorted(user.roles)) or "none"
     checks.append(Check("verdict", "ok", f"accepted: user {user.id!r}, roles {roles}"))
