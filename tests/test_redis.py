@@ -465,7 +465,9 @@ async def test_connections_are_pooled_per_process_and_closed_at_shutdown(
     sessions = [issuer.session() for _ in range(50)]
     for session in sessions:
         storage.put(session)
-    store = store_for(redis_server.url, prefix, max_connections=4)
+    # A long timeout: on a loaded machine 400 requests may wait longer than 0.5 s for one
+    # of the 4 connections, and each would then rightly do without Redis.
+    store = store_for(redis_server.url, prefix, max_connections=4, timeout=30.0)
     # Two middlewares and three kinds with equal settings: one pool of at most 4.
     apps = [
         make_app(server, [SessionToken(redis=store), BearerJWT(redis=store)]),
