@@ -31,13 +31,13 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -84,20 +84,21 @@ SESSION_DATA_COOKIE = "better-auth.session_data"
 _SESSION_DATA_NAME = re.compile(r"^better-auth\.session_data(?:\.(\d+))?$")
 STARTUP_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
+_Server = TypeVar("_Server")
 
 
-def server_unavailable() -> str | None:
-    """Why the real server cannot be started here, or None when it can."""
+def server_unavailable(package: str = "better-auth") -> str | None:
+    """Why a Node server needing ``package`` cannot be started here, or None when it can."""
     if shutil.which("node") is None:
         return "Node.js is not installed (the real Better Auth server needs `node`)"
-    if not (SERVER_DIR / "node_modules" / "better-auth").is_dir():
+    if not (SERVER_DIR / "node_modules" / package).is_dir():
         return f"the server's Node packages are not installed: run `npm ci` in {SERVER_DIR}"
     return None
 
 
-def require_server() -> None:
+def require_server(package: str = "better-auth") -> None:
     """Skip the calling test (fail it when ``BETTER_AUTH_REQUIRE_SERVER=1``) without Node."""
-    reason = server_unavailable()
+    reason = server_unavailable(package)
     if reason is None:
         return
     if os.environ.get(REQUIRE_ENV) == "1":
@@ -174,23 +175,26 @@ class BetterAuthServer:
 
 
 @contextmanager
-def running_server(**env: str) -> Iterator[BetterAuthServer]:
-    """Start ``node server.mjs`` with ``env`` on a free 127.0.0.1 port; stop it on exit."""
+def node_server(script: str, what: str, env: Mapping[str, str]) -> Iterator[tuple[Any, ...]]:
+    """Run ``node <script>`` from the server folder on a free 127.0.0.1 port; stop it on exit.
+
+    Yields the process and the JSON object of its ``{"ready":true,...}`` line; ``env`` is added
+    to this process's environment (without ``BETTER_AUTH_URL``, and with a fresh secret).
+    """
     node = shutil.which("node")
     assert node is not None
-    with tempfile.TemporaryDirectory(prefix="better-auth-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="node-server-") as tmp:
         out, err = Path(tmp, "stdout"), Path(tmp, "stderr")
         full_env = {
             **os.environ,
             "PORT": "0",
-            "ADMIN_EMAILS": ADMIN_EMAIL,
             "BETTER_AUTH_SECRET": "integration-tests-secret-" + uuid.uuid4().hex,
             **env,
         }
         full_env.pop("BETTER_AUTH_URL", None)
         with out.open("wb") as stdout, err.open("wb") as stderr:
             process = subprocess.Popen(
-                [node, "server.mjs"],
+                [node, script],
                 cwd=SERVER_DIR,
                 env=full_env,
                 stdin=subprocess.DEVNULL,
@@ -199,14 +203,33 @@ def running_server(**env: str) -> Iterator[BetterAuthServer]:
             )
         try:
             try:
-                match = _wait_for_line(
-                    process, out, re.compile(r'^\{"ready":true.*\}$'), "the Better Auth server"
-                )
+                match = _wait_for_line(process, out, re.compile(r'^\{"ready":true.*\}$'), what)
             except RuntimeError as exc:
                 raise RuntimeError(f"{exc}; its stderr:\n{_tail(err)}") from None
-            yield BetterAuthServer(process, json.loads(match.group(0)))
+            yield process, json.loads(match.group(0))
         finally:
             stop_process(process)
+
+
+def module_fixture(name: str, start: Callable[[], AbstractContextManager[_Server]]) -> Any:
+    """A module-scoped fixture called ``name`` yielding what ``start()`` enters."""
+
+    def fixture() -> Iterator[_Server]:
+        with start() as server:
+            yield server
+
+    fixture.__name__ = name
+    return pytest.fixture(scope="module", name=name)(fixture)
+
+
+@contextmanager
+def running_server(**env: str) -> Iterator[BetterAuthServer]:
+    """Start ``node server.mjs`` with ``env`` on a free 127.0.0.1 port; stop it on exit."""
+    require_server()
+    with node_server(
+        "server.mjs", "the Better Auth server", {"ADMIN_EMAILS": ADMIN_EMAIL, **env}
+    ) as (process, ready):
+        yield BetterAuthServer(process, ready)
 
 
 def server_fixture(name: str, **env: str) -> Any:
@@ -214,14 +237,7 @@ def server_fixture(name: str, **env: str) -> Any:
 
     Example: ``default_server = server_fixture("default_server", DEV_ENDPOINTS="1")``.
     """
-
-    def fixture() -> Iterator[BetterAuthServer]:
-        require_server()
-        with running_server(**env) as server:
-            yield server
-
-    fixture.__name__ = name
-    return pytest.fixture(scope="module", name=name)(fixture)
+    return module_fixture(name, lambda: running_server(**env))
 
 
 # -- the server's HTTP API -----------------------------------------------------------------------

@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 import re
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
 import tempfile
-import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,13 +32,13 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
-import pytest
 from _better_auth import (
     PASSWORD,
-    REQUIRE_ENV,
-    SERVER_DIR,
     _tail,
     _wait_for_line,
+    module_fixture,
+    node_server,
+    require_server,
     stop_process,
     unique_email,
     unverified_part,
@@ -64,25 +61,6 @@ __all__ = [
 ROOT = Path(__file__).resolve().parent.parent
 #: Web clients must use https redirect URIs on a public host; nothing is served there.
 REDIRECT_URI = "https://app.example.com/callback"
-
-
-def server_unavailable() -> str | None:
-    """Why the OAuth server cannot be started here, or None when it can."""
-    if shutil.which("node") is None:
-        return "Node.js is not installed (the real Better Auth server needs `node`)"
-    if not (SERVER_DIR / "node_modules" / "@better-auth" / "oauth-provider").is_dir():
-        return f"the server's Node packages are not installed: run `npm ci` in {SERVER_DIR}"
-    return None
-
-
-def require_server() -> None:
-    """Skip the calling test without Node (fail it with ``BETTER_AUTH_REQUIRE_SERVER=1``)."""
-    reason = server_unavailable()
-    if reason is None:
-        return
-    if os.environ.get(REQUIRE_ENV) == "1":
-        pytest.fail(f"{REQUIRE_ENV}=1 but {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 def free_port() -> int:
@@ -116,49 +94,17 @@ class OAuthServer:
 @contextmanager
 def running_oauth_server(**env: str) -> Iterator[OAuthServer]:
     """Start ``node oauth-server.mjs`` with ``env`` on a free 127.0.0.1 port; stop it on exit."""
-    node = shutil.which("node")
-    assert node is not None
-    with tempfile.TemporaryDirectory(prefix="oauth-server-") as tmp:
-        out, err = Path(tmp, "stdout"), Path(tmp, "stderr")
-        full_env = {
-            **os.environ,
-            "PORT": "0",
-            "DEV_ENDPOINTS": "1",
-            "BETTER_AUTH_SECRET": "integration-tests-secret-" + uuid.uuid4().hex,
-            **env,
-        }
-        full_env.pop("BETTER_AUTH_URL", None)
-        with out.open("wb") as stdout, err.open("wb") as stderr:
-            process = subprocess.Popen(
-                [node, "oauth-server.mjs"],
-                cwd=SERVER_DIR,
-                env=full_env,
-                stdin=subprocess.DEVNULL,
-                stdout=stdout,
-                stderr=stderr,
-            )
-        try:
-            try:
-                match = _wait_for_line(
-                    process, out, re.compile(r'^\{"ready":true.*\}$'), "the OAuth server"
-                )
-            except RuntimeError as exc:
-                raise RuntimeError(f"{exc}; its stderr:\n{_tail(err)}") from None
-            yield OAuthServer(process, json.loads(match.group(0)))
-        finally:
-            stop_process(process)
+    require_server("@better-auth/oauth-provider")
+    with node_server("oauth-server.mjs", "the OAuth server", {"DEV_ENDPOINTS": "1", **env}) as (
+        process,
+        ready,
+    ):
+        yield OAuthServer(process, ready)
 
 
 def oauth_server_fixture(name: str, **env: str) -> Any:
     """A module-scoped fixture called ``name`` yielding an OAuth server started with ``env``."""
-
-    def fixture() -> Iterator[OAuthServer]:
-        require_server()
-        with running_oauth_server(**env) as server:
-            yield server
-
-    fixture.__name__ = name
-    return pytest.fixture(scope="module", name=name)(fixture)
+    return module_fixture(name, lambda: running_oauth_server(**env))
 
 
 # -- the server's HTTP API ---------------------------------------------------------------------
