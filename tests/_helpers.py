@@ -2,9 +2,10 @@
 
 ``bearer`` builds the Authorization header, ``asgi_client`` an httpx client that
 calls an ASGI app in process, ``guarded_app`` a Starlette app behind
-:class:`BetterAuthMiddleware`; ``ok`` and ``whoami`` are the endpoints several
-modules route to. The ``client`` fixture (conftest) wraps a module's ``app``
-fixture in ``asgi_client``; real servers live in ``_serving``.
+:class:`BetterAuthMiddleware`; ``ok``, ``whoami`` and ``principal`` (what a handler is
+told of the caller) are the endpoints several modules route to. The ``client`` fixture
+(conftest) wraps a module's ``app`` fixture in ``asgi_client``; real servers live in
+``_serving``.
 """
 
 from __future__ import annotations
@@ -48,3 +49,20 @@ async def ok(request: Request) -> PlainTextResponse:
 async def whoami(request: Request) -> JSONResponse:
     """Answers ``{"id": <the signed-in user's id>}``."""
     return JSONResponse({"id": request.state.user.id})
+
+
+async def principal(request: Request) -> JSONResponse:
+    """Answers what the handler knows of the caller: the user's fields and the granted scopes."""
+    user = request.state.user
+    return JSONResponse(
+        {
+            "id": user.id,
+            "kind": user.kind,
+            "client_id": user.client_id,
+            "machine": user.is_machine,
+            "session_id": user.session_id,
+            "scopes": sorted(user.scopes),
+            "granted": sorted(request.auth.scopes),
+            "expires_at": user.expires_at,
+        }
+    )

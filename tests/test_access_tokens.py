@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from _helpers import principal
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -44,28 +45,13 @@ API = "https://api.example.com"
 OTHER = "https://other.example.com"
 
 
-async def me(request: Request) -> JSONResponse:
-    user = request.state.user
-    return JSONResponse(
-        {
-            "id": user.id,
-            "kind": user.kind,
-            "client_id": user.client_id,
-            "machine": user.is_machine,
-            "session_id": user.session_id,
-            "scopes": sorted(user.scopes),
-            "granted": sorted(request.auth.scopes),
-        }
-    )
-
-
 @requires_scope("reports:read")
 async def reports(request: Request) -> JSONResponse:
     return JSONResponse({"ok": True})
 
 
 def make_app(server: JWKSServer, accept: Sequence[Credential], **options: Any) -> Any:
-    app = Starlette(routes=[Route("/me", me), Route("/mcp/reports", reports)])
+    app = Starlette(routes=[Route("/me", principal), Route("/mcp/reports", reports)])
     options.setdefault("base_url", server.url)
     return BetterAuthMiddleware(app, accept=accept, **options)
 

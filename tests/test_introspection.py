@@ -16,9 +16,8 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from _helpers import principal
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from starlette_betterauth import BetterAuthMiddleware
@@ -31,19 +30,6 @@ from starlette_betterauth.testing import DPoPKey, Issuer, JWKSServer
 pytestmark = pytest.mark.anyio
 
 API = "https://api.example.com"
-
-
-async def me(request: Request) -> JSONResponse:
-    user = request.state.user
-    return JSONResponse(
-        {
-            "id": user.id,
-            "kind": user.kind,
-            "machine": user.is_machine,
-            "scopes": sorted(user.scopes),
-            "expires_at": user.expires_at,
-        }
-    )
 
 
 @pytest.fixture
@@ -65,7 +51,7 @@ async def client_for(
         (lambda name, data: events.append((name, dict(data)))) if events is not None else None
     )
     app = BetterAuthMiddleware(
-        Starlette(routes=[Route("/me", me)]),
+        Starlette(routes=[Route("/me", principal)]),
         base_url=server.url,
         accept=list(accept),
         on_event=on_event,

@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from _helpers import principal
 from _oauth_server import (
     ClientApp,
     OAuthAPI,
@@ -45,28 +46,14 @@ MCP_RESOURCE = f"http://127.0.0.1:{MCP_PORT}/mcp"
 oauth = oauth_server_fixture("oauth", RESOURCES=f"{RESOURCE},{OTHER},{MCP_RESOURCE}")
 
 
-async def me(request: Request) -> JSONResponse:
-    user = request.state.user
-    return JSONResponse(
-        {
-            "id": user.id,
-            "kind": user.kind,
-            "client_id": user.client_id,
-            "machine": user.is_machine,
-            "session_id": user.session_id,
-            "scopes": sorted(user.scopes),
-            "granted": sorted(request.auth.scopes),
-        }
-    )
-
-
 @requires_scope("reports:write")
 async def write(request: Request) -> JSONResponse:
     return JSONResponse({"written": True})
 
 
 def make_app(server: OAuthServer, accept: list[Credential]) -> BetterAuthMiddleware:
-    app = Starlette(routes=[Route("/api/me", me), Route("/api/reports", write, methods=["POST"])])
+    routes = [Route("/api/me", principal), Route("/api/reports", write, methods=["POST"])]
+    app = Starlette(routes=routes)
     return BetterAuthMiddleware(app, base_url=server.url, accept=accept)
 
 
