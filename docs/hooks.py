@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 _ROLE = re.compile(r":(?:class|meth|func|mod|attr|exc|data|obj):<code>(~?)([^<]+)</code>")
-_LITERAL_BLOCK = re.compile(r"(<p>[^<]*?)::</p>")
+_LITERAL_BLOCK = re.compile(r"::</p>")
 
 
 def _role(match: re.Match[str]) -> str:
@@ -21,4 +21,4 @@ def _role(match: re.Match[str]) -> str:
 
 def on_page_content(html: str, **kwargs: Any) -> str:
     """Rewrite the rendered page's leftover reStructuredText markup."""
-    return _LITERAL_BLOCK.sub(r"\1:</p>", _ROLE.sub(_role, html))
+    return _LITERAL_BLOCK.sub(":</p>", _ROLE.sub(_role, html))

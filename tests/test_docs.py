@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from starlette_betterauth import errors
+from starlette_betterauth import credentials, errors
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -44,8 +44,19 @@ PAGES = {
     "": "Where to go next",
     "quickstart/": "What the handler gets",
     "credential-kinds/": "The decision table",
+    "configuration/": "Public routes",
+    "better-auth/": "OAuth access tokens, DPoP and MCP",
+    "frameworks/": "Litestar",
+    "guards/": "insufficient_scope",
+    "testing/": "DPoPKey",
+    "deployment/": "Readiness",
+    "security/": "Revocation bounds",
     "troubleshooting/": "InvalidIssuerError",
+    "compatibility/": "The matrix CI runs",
+    "faq/": "Look-alike",
     "reference/": "BetterAuthMiddleware",
+    "reference/credentials/": "AccessToken",
+    "reference/mcp/": "BetterAuthTokenVerifier",
 }
 
 
@@ -75,6 +86,49 @@ def test_python_examples_compile() -> None:
             compile(source, f"{page.name} python block", "exec", ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
             count += 1
     assert count >= 20
+
+
+def python_blocks(page: str) -> list[str]:
+    """The ``python`` fences of one page, dedented."""
+    text = (DOCS / page).read_text(encoding="utf-8")
+    found = re.findall(r"^( *)```python\n(.*?)^\1```", text, re.M | re.S)
+    return [
+        "\n".join(line[len(indent) :] for line in block.splitlines()) for indent, block in found
+    ]
+
+
+def test_testing_kit_example_passes_under_pytest(tmp_path: Path) -> None:
+    """The testing page's module runs as a user's own test file, with the package's fixtures."""
+    (example,) = [block for block in python_blocks("testing.md") if "def test_" in block]
+    (tmp_path / "test_example.py").write_text(example + "\n", encoding="utf-8")
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-W", "error"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": path},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"^\d+ passed in ", result.stdout, re.MULTILINE), result.stdout
+
+
+def test_every_public_module_has_a_reference_page() -> None:
+    """Each public module of the package (no leading underscore) is documented by a page."""
+    package = ROOT / "starlette_betterauth"
+    modules = {p.stem for p in package.glob("*.py") if not p.name.startswith("_")}
+    modules -= {"middleware"}  # its one public name is documented from the package root
+    reference = "".join(p.read_text(encoding="utf-8") for p in (DOCS / "reference").glob("*.md"))
+    for module in sorted(modules):
+        assert f"::: starlette_betterauth.{module}" in reference, module
+
+
+def test_credentials_reference_lists_every_public_kind() -> None:
+    page = (DOCS / "reference" / "credentials.md").read_text(encoding="utf-8")
+    listed = set(re.findall(r"^\s+- (\w+)$", page, re.MULTILINE))
+    assert listed == set(credentials.__all__)
 
 
 def test_makefile_serves_and_builds_the_docs() -> None:

@@ -2,7 +2,7 @@
 
 Each framework's app is served by uvicorn on 127.0.0.1 (the Quart app by
 Hypercorn too) and called over HTTP and websockets with tokens from the
-testing kit, the way the README's framework table shows: the user as the
+testing kit, the way the framework table of docs/frameworks.md shows: the user as the
 framework exposes it, the package's guards in the framework's idiom, a public
 route, refusals with the middleware's answers.
 """
@@ -89,7 +89,7 @@ def check_websocket(address: str, issuer: Issuer, *, guard_status: int = 403) ->
 
 
 def behind_middleware(app: Any, server: JWKSServer) -> ASGIApp:
-    """``app`` (any framework's ASGI callable) behind the middleware, as the README shows."""
+    """``app`` (any framework's ASGI callable) behind the middleware, as the docs show."""
     return BetterAuthMiddleware(app, base_url=server.url, public=["/health", "/public/*"])
 
 
@@ -490,5 +490,5 @@ def test_refused_websocket_log_by_uvicorn_implementation(
         assert logged == []
     else:
         # uvicorn's default implementation logs this after every denial response
-        # (Kludex/uvicorn#3138); when this fails, it no longer does: update the README.
+        # (Kludex/uvicorn#3138); when this fails, it no longer does: update docs/frameworks.md.
         assert logged == ["ASGI callable returned without completing handshake."]

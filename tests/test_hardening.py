@@ -495,7 +495,7 @@ async def test_item12_handlers_cannot_change_what_the_next_request_reads(
 
 
 async def copies(request: Request) -> JSONResponse:
-    """A handler that changes copies of its user's claims, as the README advises."""
+    """A handler that changes copies of its user's claims, as docs/configuration.md advises."""
     seen = request.user.claims
     shallow = dict(seen)
     shallow["org"] = dict(seen["org"])

@@ -195,7 +195,7 @@ def refusal_lines(args: list[str]) -> list[str]:
 
 def test_refusals_are_not_logged_under_plain_uvicorn() -> None:
     lines = refusal_lines([])
-    assert lines == []  # why the README shows a logging configuration
+    assert lines == []  # why docs/configuration.md shows a logging configuration
 
 
 def test_the_log_config_example_shows_one_line_per_refusal() -> None:
