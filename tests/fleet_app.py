@@ -70,8 +70,8 @@ def create_app() -> ASGIApp:
         secondary_storage=secondary,
         key_prefix=env.get("FLEET_KEY_PREFIX", "better-auth:"),
         # Generous: 8 workers and the test share 2 cores; a slower answer would
-        # count as a Redis failure and make a get-session call of its own.
-        timeout=1.0,
+        # count as a Redis failure and make a get-session or introspection call of its own.
+        timeout=3.0,
         retry_interval=1.0,
     )
     cache_ttl = float(env.get("FLEET_CACHE_TTL", "60"))

@@ -620,6 +620,9 @@ API = "https://api.example.com"
 
 
 def shared_store(redis_server: RedisServer, prefix: str, **options: Any) -> RedisStore:
+    # A long timeout: on a loaded machine a round trip may take longer than the default
+    # 0.5 s, and the request would then rightly call the server without Redis.
+    options.setdefault("timeout", 10.0)
     return store_for(redis_server.url, prefix, secondary_storage=False, **options)
 
 
