@@ -325,7 +325,7 @@ class SharedAnswers:
     until the lock expires (``lock_ttl``), then try to take it themselves.
 
     An entry is named ``answer:<service>:<SHA-256 of the credential>`` and holds
-    the body the server answered (less what :meth:`Exchange.shareable` takes
+    the body the server answered (less what ``Exchange.shareable`` takes
     out) and the time it ends: no later than ``cache_ttl`` and the answer's own
     expiry (the session's or the token's), or ``refusal_ttl`` for a refusal.
     Each process reads it as it reads the server's answer, so a refusal comes
