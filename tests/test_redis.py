@@ -638,6 +638,7 @@ class SharedLookup:
     calls: Callable[[], int]
     key: Callable[[str], bytes]
     expiring: Callable[[float], str]
+    fail: Callable[[int], None]
 
 
 @pytest.fixture(params=["get-session", "introspection"])
@@ -661,6 +662,7 @@ def lookup(request: pytest.FixtureRequest, server: JWKSServer, issuer: Issuer) -
             lambda: server.session_requests,
             lambda token: SessionCredential.bearer(token).key,
             new_session,
+            lambda status: setattr(server, "session_status", status),
         )
     client_id, secret = issuer.register_client()
 
@@ -679,6 +681,7 @@ def lookup(request: pytest.FixtureRequest, server: JWKSServer, issuer: Issuer) -
         lambda: server.introspection_requests,
         lambda token: IntrospectedToken(token).key,
         new_token,
+        lambda status: setattr(server, "introspection_status", status),
     )
 
 
@@ -838,6 +841,31 @@ async def test_garbage_in_the_shared_cache_is_a_miss(
     assert token not in caplog.text
     assert isinstance(stored_again, bytes)
     assert stored_again.startswith(b"sba2 ")
+
+
+@asyncio_only
+async def test_a_failed_call_is_not_shared_and_releases_the_lock(
+    redis_server: RedisServer, server: JWKSServer, lookup: SharedLookup, prefix: str
+) -> None:
+    token = lookup.new()
+    store = shared_store(redis_server, prefix)
+    first = make_app(server, [lookup.kind(store)])
+    second = make_app(server, [lookup.kind(store)])
+    redis = redis_server.client()
+    async with client_for(first) as one, client_for(second) as two:
+        lookup.fail(503)
+        failed = await one.get("/me", headers=bearer(token))
+        kept = [redis.exists(entry(lookup, store, token, what)) for what in ("answer", "lock")]
+        lookup.fail(200)
+        # Another process calls at once: no answer to wait for, no lock held.
+        with anyio.fail_after(5):
+            answered = await two.get("/me", headers=bearer(token))
+    redis.close()
+    assert failed.status_code == 503
+    assert failed.headers["retry-after"]
+    assert kept == [0, 0]
+    assert answered.status_code == 200
+    assert lookup.calls() == 2
 
 
 @asyncio_only
