@@ -32,6 +32,7 @@ import httpx
 from ._claims import short_repr
 from ._compact import MAX_HEADER_LENGTH, decode_segment
 from ._dpop import DPoPVerifier
+from ._fleet import SharedAnswers
 from ._headers import Presented
 from ._http import parse_retry_after
 from ._introspection import IntrospectionClient
@@ -437,6 +438,14 @@ class AccessTokenAuthenticator:
         introspection: IntrospectionClient[Principal] | None = None
         settings = self._config.introspection
         if settings is not None:
+            answers = None
+            if settings.redis is not None:
+                answers = SharedAnswers.for_lookup(
+                    settings.redis,
+                    cache_ttl=settings.cache_ttl,
+                    refusal_ttl=settings.refusal_ttl,
+                    timeout=settings.timeout,
+                )
             introspection = IntrospectionClient(
                 settings.url or introspection_url or self.issuer + "/oauth2/introspect",
                 client_id=settings.client_id,
@@ -451,6 +460,7 @@ class AccessTokenAuthenticator:
                 refusal_ttl=settings.refusal_ttl,
                 timeout=settings.timeout,
                 on_event=context.on_event,
+                shared=answers,
             )
         return _Resolved(verifier, cache, jwks, introspection)
 

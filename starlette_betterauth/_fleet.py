@@ -9,18 +9,20 @@ credential kinds:
   user's ``revoked-sessions-before-<userId>`` mark, in one round trip. A
   missing value is a refusal (Better Auth deletes it at sign-out, revocation
   and ban), so nothing is cached here: every request reads Redis.
-- :class:`SharedAnswers` is a cache of get-session answers shared by every
-  process (``secondary_storage=False``): keyed by the SHA-256 of the
-  credential, kept no longer than the kind's ``cache_ttl`` nor the session's
-  expiry, and filled by one call across the fleet (a lock that expires, so a
-  worker that dies holding it blocks the others one lock period at most).
+- :class:`SharedAnswers` is a cache of get-session answers
+  (``secondary_storage=False``) and of introspection answers
+  (``Introspection(redis=...)``) shared by every process: keyed by the
+  SHA-256 of the credential, kept no longer than the kind's ``cache_ttl`` nor
+  the session's or token's expiry, and filled by one call across the fleet (a
+  lock that expires, so a worker that dies holding it blocks the others one
+  lock period at most).
 - :class:`Revocations` refuses JWTs whose user's sessions were revoked after
   the token was issued, and, for tokens with a ``sid`` (the session id), whose
   session is gone; a check is remembered for ``revocation_ttl`` seconds.
 
 While Redis fails (see :mod:`starlette_betterauth._redis`) the store's
-``on_error`` decides: ``"fallback"`` asks get-session instead (or, for a JWT,
-trusts its signature), ``"refuse"`` answers 503 with ``Retry-After``. Either
+``on_error`` decides: ``"fallback"`` asks get-session or introspection instead
+(or, for a JWT, trusts its signature), ``"refuse"`` answers 503 with ``Retry-After``. Either
 way, a session this process once saw refused after it was live, a revoked
 ``sid`` and the latest revocation mark of a user are remembered (bounded), so
 they are never accepted again by this process.
@@ -35,7 +37,7 @@ import math
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -43,9 +45,16 @@ import anyio
 
 from ._frozen import freeze_json
 from ._redis import RedisLink, RedisUnavailable
+from ._remote import Exchange
 from ._sessions import SessionClient, SessionCredential, SessionRecord, session_expiry
+from ._settings import RedisStore
 from ._user import BetterAuthUser
-from .errors import InvalidSessionError, SessionServiceError
+from .errors import (
+    BetterAuthError,
+    InvalidSessionError,
+    ServiceUnavailableError,
+    SessionServiceError,
+)
 
 __all__ = [
     "MAX_REMEMBERED",
@@ -71,6 +80,7 @@ _ISSUED_BEFORE = "the token was issued before its user's sessions were revoked"
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+R = TypeVar("R")
 
 
 class _Unusable(Exception):
@@ -296,21 +306,30 @@ class StoredSessions:
             logger.exception("the on_event hook raised on 'session_lookup'")
 
 
-# -- get-session answers shared by the fleet --------------------------------------------------
+# -- answers shared by the fleet: get-session, introspection -----------------------------------
 
 
 _POLL_FIRST = 0.005
 _POLL_MAX = 0.05
+# A stored answer: this header line, then the body the server answered.
+_FORMAT = b"sba2 "
 
 
 class SharedAnswers:
-    """A get-session cache in Redis, filled by one call across the fleet per credential.
+    """A cache of a lookup's answers in Redis, filled by one call across the fleet per credential.
 
-    Plugged into a :class:`SessionClient` (``shared=``), behind its own cache
-    and single flight: a process asks Redis only for credentials it does not
-    hold, and calls get-session only when Redis holds no answer and it wins
-    the credential's lock. The others poll for the answer until the lock
-    expires (``lock_ttl``), then try to take it themselves.
+    Plugged into a lookup client (``shared=``: get-session's, introspection's),
+    behind its own cache and single flight: a process asks Redis only for
+    credentials it does not hold, and calls the server only when Redis holds no
+    answer and it wins the credential's lock. The others poll for the answer
+    until the lock expires (``lock_ttl``), then try to take it themselves.
+
+    An entry is named ``answer:<service>:<SHA-256 of the credential>`` and holds
+    the body the server answered (less what ``Exchange.shareable`` takes
+    out) and the time it ends: no later than ``cache_ttl`` and the answer's own
+    expiry (the session's or the token's), or ``refusal_ttl`` for a refusal.
+    Each process reads it as it reads the server's answer, so a refusal comes
+    back with its class and message. Its lock is ``lock:<service>:<SHA-256>``.
     """
 
     def __init__(
@@ -324,59 +343,71 @@ class SharedAnswers:
         self.waits = 0
         self.failures = 0
 
-    async def through(
-        self, credential: SessionCredential, call: Callable[[], Awaitable[SessionRecord]]
-    ) -> tuple[SessionRecord, float]:
-        """The answer for ``credential`` from Redis, or from ``call()`` stored for the others,
-        and the seconds it may be kept (a stored answer: until its entry ends).
+    @classmethod
+    def for_lookup(
+        cls, store: RedisStore, *, cache_ttl: float, refusal_ttl: float, timeout: float
+    ) -> SharedAnswers:
+        """The shared cache of a lookup with these settings: its lock outlives one call
+        (``timeout``) by a second, so a call never loses it to another worker."""
+        return cls(
+            RedisLink(store), cache_ttl=cache_ttl, refusal_ttl=refusal_ttl, lock_ttl=timeout + 1.0
+        )
 
-        Raises only what ``call`` raises (InvalidSessionError, SessionServiceError),
-        or SessionServiceError while Redis fails with ``on_error="refuse"``.
+    async def through(self, exchange: Exchange[R]) -> tuple[R, float]:
+        """The answer for ``exchange`` from Redis, or from its call stored for the others,
+        and when it expires (Unix seconds; a stored answer: when its entry ends).
+
+        Raises only what the exchange raises (a refusal, its 503 error), or its 503
+        error while Redis fails with ``on_error="refuse"``.
         """
-        name = credential.key.hex()
-        answer_key, lock_key = f"answer:{name}", f"lock:{name}"
+        answer_key, lock_key = f"answer:{exchange.name}", f"lock:{exchange.name}"
         owner = secrets.token_hex(16)
         try:
-            found = await self._answer_or_lock(credential, answer_key, lock_key, owner)
-        except InvalidSessionError:  # a refusal another process stored
+            found = await self._answer_or_lock(exchange, answer_key, lock_key, owner)
+        except BetterAuthError:  # a refusal another process stored
             self.hits += 1
             raise
         except Exception as error:
             if isinstance(error, RedisUnavailable):
                 exc = error
             else:  # a bug must not become a 500
-                logger.exception("the shared session cache failed unexpectedly")
-                exc = RedisUnavailable(f"the shared session cache failed ({type(error).__name__})")
+                logger.exception("the shared %s cache failed unexpectedly", exchange.service)
+                exc = RedisUnavailable(
+                    f"the shared {exchange.service} cache failed ({type(error).__name__})"
+                )
             self.failures += 1
             if self.link.store.on_error == "refuse":
-                raise SessionServiceError(
-                    f"the shared session cache cannot be reached: {exc.message}",
+                raise exchange.unavailable(
+                    f"the shared {exchange.service} cache cannot be reached: {exc.message}",
                     retry_after=exc.retry_after,
                 ) from exc
-            return await call(), math.inf
+            return exchange.read(await exchange.ask())
         if found is not None:
             self.hits += 1
             return found
         try:  # the answer is stored before the lock is released: no second call
+            body = await exchange.ask()
             try:
-                record = await call()
-            except InvalidSessionError:
-                await self._store(answer_key, b'{"v":1,"refused":true}', self.refusal_ttl)
+                record, expires_at = exchange.read(body)
+            except ServiceUnavailableError:
                 raise
-            ttl = min(self.cache_ttl, record.expires_at - time.time())
-            await self._store(answer_key, _dump(record, time.time() + ttl), ttl)
+            except BetterAuthError:
+                await self._store(exchange, answer_key, body, time.time() + self.refusal_ttl)
+                raise
+            until = min(time.time() + self.cache_ttl, expires_at)
+            await self._store(exchange, answer_key, body, until)
         finally:
             await self._release(lock_key, owner)
-        return record, math.inf
+        return record, expires_at
 
     async def _answer_or_lock(
-        self, credential: SessionCredential, answer_key: str, lock_key: str, owner: str
-    ) -> tuple[SessionRecord, float] | None:
+        self, exchange: Exchange[R], answer_key: str, lock_key: str, owner: str
+    ) -> tuple[R, float] | None:
         """The stored answer, or None once this owner holds the lock (or it outlived a holder)."""
         deadline = time.monotonic() + self.lock_ttl
         pause = _POLL_FIRST
         while True:
-            found = self._load(await self.link.get(answer_key), credential)
+            found = self._load(await self.link.get(answer_key), exchange)
             if found is not None:
                 return found
             if await self.link.lock(lock_key, owner, self.lock_ttl):
@@ -391,13 +422,19 @@ class SharedAnswers:
         """Release the Redis link."""
         await self.link.aclose()
 
-    async def _store(self, key: str, value: bytes, ttl: float) -> None:
+    async def _store(self, exchange: Exchange[R], key: str, body: bytes, until: float) -> None:
+        ttl = until - time.time()
         if ttl <= 0:
+            return
+        try:
+            value = _FORMAT + repr(until).encode() + b"\n" + exchange.shareable(body)
+        except Exception:  # a bug: the others will call themselves
+            logger.exception("the %s answer could not be shared", exchange.service)
             return
         try:
             await self.link.put(key, value, ttl)
         except RedisUnavailable:
-            self.failures += 1  # the others will call get-session themselves
+            self.failures += 1  # the others will call the server themselves
 
     async def _release(self, key: str, owner: str) -> None:
         try:
@@ -405,69 +442,36 @@ class SharedAnswers:
         except RedisUnavailable:
             self.failures += 1  # the lock expires by itself
 
-    def _load(
-        self, raw: bytes | None, credential: SessionCredential
-    ) -> tuple[SessionRecord, float] | None:
+    def _load(self, raw: bytes | None, exchange: Exchange[R]) -> tuple[R, float] | None:
+        """The answer an entry holds; None when there is none, it has ended, or it is
+        unusable (logged); raises the refusal it holds."""
         if raw is None:
             return None
+        head, _, body = raw.partition(b"\n")
         try:
-            return _undump(raw, credential.token)
-        except InvalidSessionError:
+            if not head.startswith(_FORMAT):
+                raise ValueError("not an entry of this version")
+            until = float(head[len(_FORMAT) :])
+            if not math.isfinite(until):
+                raise ValueError("its end is not a time")
+            if until <= time.time():
+                return None
+            record, expires_at = exchange.read(body)
+        except ServiceUnavailableError as exc:
+            reason = exc.message
+        except BetterAuthError:
             raise
-        except (_Unusable, ValueError, TypeError, RecursionError) as exc:
-            logger.warning("unusable shared session answer (token %s): %s", _tag(credential), exc)
-            return None
-
-
-def _dump(record: SessionRecord, until: float) -> bytes:
-    document = {
-        "v": 1,
-        "until": until,
-        "session": record.session,
-        "user": record.user,
-        "sessionId": record.session_id,
-        "userId": record.user_id,
-        "expiresAt": record.expires_at,
-        "tokenHash": record.token_hash,
-    }
-    return json.dumps(document, default=dict, separators=(",", ":")).encode()
-
-
-def _undump(raw: bytes, token: str) -> tuple[SessionRecord, float] | None:
-    document = json.loads(raw)
-    if not isinstance(document, dict) or document.get("v") != 1:
-        raise _Unusable("not an answer of this version")
-    if document.get("refused") is True:
-        raise InvalidSessionError(
-            "the session is unknown, expired or signed out (Better Auth's get-session "
-            "answered null)"
+        except Exception as exc:  # garbage, or a bug: a miss either way
+            reason = f"{type(exc).__name__}: {exc}"
+        else:
+            return record, min(expires_at, until)
+        logger.warning(
+            "unusable shared %s answer (%s): %s",
+            exchange.service,
+            "sha256:" + exchange.name.rpartition(":")[2][:8],
+            reason,
         )
-    session, user = document.get("session"), document.get("user")
-    session_id, user_id = document.get("sessionId"), document.get("userId")
-    expires_at, token_hash = document.get("expiresAt"), document.get("tokenHash")
-    until = document.get("until")
-    if not (
-        isinstance(session, dict)
-        and isinstance(user, dict)
-        and isinstance(session_id, str)
-        and isinstance(user_id, str)
-        and isinstance(expires_at, int | float)
-        and isinstance(until, int | float)
-        and token_hash == hashlib.sha256(token.encode()).hexdigest()
-    ):
-        raise _Unusable("not a session answer")
-    now = time.time()
-    if expires_at <= now or until <= now:
         return None
-    record = SessionRecord(
-        session=freeze_json(session),
-        user=freeze_json(user),
-        session_id=session_id,
-        user_id=user_id,
-        expires_at=float(expires_at),
-        token_hash=token_hash,
-    )
-    return record, until - now
 
 
 # -- revocation of JWTs ----------------------------------------------------------------------

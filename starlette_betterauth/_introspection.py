@@ -23,7 +23,7 @@ from urllib.parse import quote
 import httpx
 
 from ._claims import MAX_NUMERIC_DATE, one_of, short_repr
-from ._remote import RemoteLookup, freeze_json
+from ._remote import RemoteLookup, SharedCache, freeze_json
 from .errors import (
     InactiveTokenError,
     IntrospectionError,
@@ -80,8 +80,10 @@ class IntrospectionClient(RemoteLookup[IntrospectedToken, R]):
         build: turns the answer's claims into what is cached and returned.
         leeway: seconds of clock skew tolerated on ``exp``.
         client, cache_size, cache_ttl, refusal_ttl, timeout, max_body_size,
-            retry_interval, on_event: as for the get-session client; each
-            lookup emits ``introspection``.
+            retry_interval, on_event, shared: as for the get-session client; each
+            lookup emits ``introspection``. A shared cache stores the answers as
+            the server sent them (they hold no token) and each process checks
+            them as it checks the server's.
     """
 
     service = "introspection"
@@ -106,6 +108,7 @@ class IntrospectionClient(RemoteLookup[IntrospectedToken, R]):
         max_body_size: int = 64 * 1024,
         retry_interval: float = 1.0,
         on_event: Callable[[str, Mapping[str, Any]], None] | None = None,
+        shared: SharedCache | None = None,
     ) -> None:
         super().__init__(
             url,
@@ -117,6 +120,7 @@ class IntrospectionClient(RemoteLookup[IntrospectedToken, R]):
             max_body_size=max_body_size,
             retry_interval=retry_interval,
             on_event=on_event,
+            shared=shared,
         )
         # client_secret_basic: both halves form-encoded first (RFC 6749 section 2.3.1).
         pair = f"{quote(client_id, safe='')}:{quote(client_secret, safe='')}"

@@ -9,6 +9,14 @@ however many requests carry it, refusals cached briefly, bounded and
 time-limited calls without redirects, and the server's ``Retry-After`` honoured.
 A subclass says how to ask (:meth:`RemoteLookup._request`) and how to read the
 answer (:meth:`RemoteLookup._parse`).
+
+A lookup may also share its answers with other processes (``shared=``, a
+:class:`SharedCache`: the Redis one of :mod:`starlette_betterauth._fleet`). It
+is asked before each call this process would make, with an :class:`Exchange`:
+the server's answers travel as the bodies it sent (:meth:`RemoteLookup._shareable`
+takes out what must not be stored), and every process reads them with the same
+:meth:`RemoteLookup._parse`, so an answer or a refusal read from the shared cache
+is the one the server gave.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import math
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
@@ -30,7 +39,16 @@ from ._observability import EventHook, EventName, emit, logger
 from ._settings import check_http_url
 from .errors import BetterAuthError, ConfigurationError, ServiceUnavailableError
 
-__all__ = ["MAX_RETRY_AFTER", "Keyed", "LookupStatus", "RemoteLookup", "finite", "freeze_json"]
+__all__ = [
+    "MAX_RETRY_AFTER",
+    "Exchange",
+    "Keyed",
+    "LookupStatus",
+    "RemoteLookup",
+    "SharedCache",
+    "finite",
+    "freeze_json",
+]
 
 #: A ``Retry-After`` longer than this many seconds is cut to it.
 MAX_RETRY_AFTER = 300.0
@@ -46,6 +64,47 @@ class Keyed(Protocol):
 
 C = TypeVar("C", bound=Keyed)
 R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange(Generic[R]):
+    """One call a lookup would make, as a :class:`SharedCache` sees it (never the credential).
+
+    Attributes:
+        name: the entry's name, ``<service>:<hex SHA-256 of the credential>``: the
+            service names keep the lookups of different endpoints apart.
+        service: the service's name in messages (``"introspection"``).
+        ask: makes the call (counted); the body the server answered. Raises
+            ``unavailable`` when there is none to be had.
+        read: the answer a body gives and when it expires (Unix seconds). Raises
+            the refusal it gives (any other :class:`BetterAuthError`), or
+            ``unavailable`` for a body that cannot be used.
+        shareable: what to store of a body ``read`` answered or refused with
+            (nothing secret: get-session's answer without its session token).
+        unavailable: the lookup's 503 error.
+    """
+
+    name: str
+    service: str
+    ask: Callable[[], Awaitable[bytes]]
+    read: Callable[[bytes], tuple[R, float]]
+    shareable: Callable[[bytes], bytes]
+    unavailable: type[ServiceUnavailableError]
+
+
+class SharedCache(Protocol):
+    """Answers shared with other processes, consulted before each call a lookup would make."""
+
+    async def through(self, exchange: Exchange[R]) -> tuple[R, float]:
+        """The answer for ``exchange``: a shared one, or the call's (shared in turn), and
+        when it expires (Unix seconds; a shared answer ends with its shared entry).
+
+        Raises only what ``exchange.read`` and ``exchange.ask`` raise, or
+        ``exchange.unavailable`` when the shared cache fails and must not be done without.
+        """
+
+    async def aclose(self) -> None:
+        """Release its connections."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +182,7 @@ class RemoteLookup(ABC, Generic[C, R]):
         max_body_size: int,
         retry_interval: float,
         on_event: EventHook | None,
+        shared: SharedCache | None = None,
     ) -> None:
         check_http_url(f"the {self.service} URL", url)
         for name, number in (("cache_size", cache_size), ("max_body_size", max_body_size)):
@@ -150,6 +210,8 @@ class RemoteLookup(ABC, Generic[C, R]):
         self.retry_interval = float(retry_interval)
         self._client = client
         self._owned_client: httpx.AsyncClient | None = None
+        #: Answers shared with other processes, asked before each call (None: none).
+        self.shared = shared
         self._on_event = on_event
         self._timeout_extension = httpx.Timeout(self.timeout).as_dict()
         # Insertion order is eviction order (OrderedDict drops its oldest in O(1)).
@@ -181,6 +243,10 @@ class RemoteLookup(ABC, Generic[C, R]):
     def _event_data(self, credential: C) -> dict[str, Any]:
         """Members of each lookup event that describe the credential (never its value)."""
         return {}
+
+    def _shareable(self, body: bytes) -> bytes:
+        """What a shared cache stores of an answer body :meth:`_parse` took (all of it)."""
+        return body
 
     def _status_hint(self, status: int) -> str:
         """What to check when the server answers ``status`` (appended to the message)."""
@@ -262,10 +328,12 @@ class RemoteLookup(ABC, Generic[C, R]):
         self._refusals.clear()
 
     async def aclose(self) -> None:
-        """Close the HTTP client if this instance made it."""
+        """Close the HTTP client if this instance made it, and the shared cache."""
         client, self._owned_client = self._owned_client, None
         if client is not None:
             await client.aclose()
+        if self.shared is not None:
+            await self.shared.aclose()
 
     # -- calling -------------------------------------------------------------------
 
@@ -295,10 +363,18 @@ class RemoteLookup(ABC, Generic[C, R]):
         return flight
 
     async def _call(self, credential: C) -> tuple[R, float]:
-        self._calls += 1
         try:
-            body = await self._download(credential)
-            return self._parse(body, credential)
+            if self.shared is None:
+                return self._parse(await self._ask(credential), credential)
+            exchange = Exchange(
+                name=f"{self.service}:{credential.key.hex()}",
+                service=self.service,
+                ask=lambda: self._ask(credential),
+                read=lambda body: self._parse(body, credential),
+                shareable=self._shareable,
+                unavailable=self.unavailable,
+            )
+            return await self.shared.through(exchange)
         except BetterAuthError:
             raise
         except Exception as exc:  # a bug must not become a 500
@@ -306,6 +382,11 @@ class RemoteLookup(ABC, Generic[C, R]):
             raise self.unavailable(
                 f"the {self.service} answer could not be handled ({type(exc).__name__})"
             ) from exc
+
+    async def _ask(self, credential: C) -> bytes:
+        """The server's answer body for ``credential``: one call, counted."""
+        self._calls += 1
+        return await self._download(credential)
 
     async def _download(self, credential: C) -> bytes:
         client = self._get_client()

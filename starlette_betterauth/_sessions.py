@@ -11,17 +11,17 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 from urllib.parse import unquote
 
 import httpx
 
 from ._cookies import encode_cookie_value
 from ._observability import EventHook
-from ._remote import MAX_RETRY_AFTER, LookupStatus, RemoteLookup, freeze_json
+from ._remote import MAX_RETRY_AFTER, LookupStatus, RemoteLookup, SharedCache, freeze_json
 from .errors import InvalidSessionError, SessionServiceError
 
 __all__ = [
@@ -31,7 +31,6 @@ __all__ = [
     "SessionClientStatus",
     "SessionCredential",
     "SessionRecord",
-    "SharedCache",
     "session_expiry",
 ]
 
@@ -139,22 +138,6 @@ class SessionRecord:
 SessionClientStatus = LookupStatus
 
 
-class SharedCache(Protocol):
-    """Answers shared with other processes, consulted before each get-session call."""
-
-    async def through(
-        self, credential: SessionCredential, call: Callable[[], Awaitable[SessionRecord]]
-    ) -> tuple[SessionRecord, float]:
-        """The answer for ``credential``: a shared one, or ``call()``'s (shared in turn),
-        and the seconds it may be kept (a shared answer ends with its shared entry).
-
-        Raises only :class:`InvalidSessionError` and :class:`SessionServiceError`.
-        """
-
-    async def aclose(self) -> None:
-        """Release its connections."""
-
-
 class SessionClient(RemoteLookup[SessionCredential, SessionRecord]):
     """Looks sessions up with Better Auth's ``GET /api/auth/get-session``, with caching.
 
@@ -205,9 +188,8 @@ class SessionClient(RemoteLookup[SessionCredential, SessionRecord]):
             ``reason`` (the error's class name, or None) and ``duration`` (seconds
             of the call, or None). A hook that raises is logged and ignored.
         shared: a cache shared by processes (the Redis one), asked before each
-            call this client would make, and told the answers.
-        shared: a cache shared by processes (the Redis one), asked before each
-            call this client would make, and told the answers.
+            call this client would make, and told the answers (never the session
+            token: it is taken out of what is shared).
 
     Raises:
         ConfigurationError: a URL that is not http(s), or a bad setting (named).
@@ -247,8 +229,8 @@ class SessionClient(RemoteLookup[SessionCredential, SessionRecord]):
             max_body_size=max_body_size,
             retry_interval=retry_interval,
             on_event=on_event,
+            shared=shared,
         )
-        self.shared = shared
 
     async def lookup(self, credential: SessionCredential) -> SessionRecord:
         """The live session ``credential`` names, from the cache or from get-session.
@@ -262,22 +244,15 @@ class SessionClient(RemoteLookup[SessionCredential, SessionRecord]):
     def _event_data(self, credential: SessionCredential) -> dict[str, Any]:
         return {"kind": credential.kind}
 
-    async def aclose(self) -> None:
-        """Close the HTTP client if this instance made it, and the shared cache."""
-        await super().aclose()
-        if self.shared is not None:
-            await self.shared.aclose()
-
-    async def _call(self, credential: SessionCredential) -> tuple[SessionRecord, float]:
-        if self.shared is None:
-            return await super()._call(credential)
-
-        async def call() -> SessionRecord:
-            record, _ = await super(SessionClient, self)._call(credential)
-            return record
-
-        record, keep = await self.shared.through(credential, call)
-        return record, min(record.expires_at, time.time() + keep)
+    def _shareable(self, body: bytes) -> bytes:
+        # The session and the user only: never the session token, which is the credential.
+        answer = json.loads(body)
+        if not isinstance(answer, dict):
+            return body  # null: the refusal
+        session = {k: v for k, v in answer["session"].items() if k != "token"}
+        return json.dumps(
+            {"session": session, "user": answer["user"]}, separators=(",", ":")
+        ).encode()
 
     def _request(self, credential: SessionCredential) -> httpx.Request:
         headers = [("accept", "application/json"), ("user-agent", _USER_AGENT)]

@@ -111,8 +111,10 @@ class RedisStore:
     """The Redis a fleet of API processes shares (needs ``starlette-betterauth[redis]``).
 
     Give it to the credential kinds: ``SessionCookie(redis=store)``,
-    ``SessionToken(redis=store)``, ``BearerJWT(redis=store)``. Each process
-    keeps one connection pool for equal settings, whichever kinds use it.
+    ``SessionToken(redis=store)``, ``BearerJWT(redis=store)``, and to
+    ``Introspection(redis=store)``, which shares introspection answers there
+    whatever ``secondary_storage`` says. Each process keeps one connection pool
+    for equal settings, whichever kinds use it.
 
     With ``secondary_storage=True`` (the default) this is the Redis Better Auth
     writes as its ``secondaryStorage``: session cookies and tokens are checked

@@ -291,11 +291,11 @@ class _SessionLookup(Credential):
         if client is None:
             shared = None
             if self.redis is not None and not self.redis.secondary_storage:
-                shared = SharedAnswers(
-                    RedisLink(self.redis),
+                shared = SharedAnswers.for_lookup(
+                    self.redis,
                     cache_ttl=self.cache_ttl,
                     refusal_ttl=self.refusal_ttl,
-                    lock_ttl=self.timeout + 1.0,
+                    timeout=self.timeout,
                 )
             client = SessionClient(
                 url,
@@ -628,6 +628,12 @@ class Introspection:
         cache_size: answers (and refusals) remembered at most.
         refusal_ttl: seconds an inactive token's refusal is remembered.
         timeout: seconds an introspection call may take.
+        redis: a :class:`~starlette_betterauth.RedisStore` whose Redis every
+            process of the fleet shares: introspection answers are shared there
+            (under the SHA-256 of the token, for ``cache_ttl`` at most and never
+            past the token's ``exp``; ``active: false`` for ``refusal_ttl``), one
+            introspection call across the fleet per new token. Its
+            ``secondary_storage`` setting does not matter here.
 
     Example::
 
@@ -644,6 +650,7 @@ class Introspection:
     cache_size: int = 10_000
     refusal_ttl: float = 5.0
     timeout: float = 5.0
+    redis: RedisStore | None = None
 
     def __post_init__(self) -> None:
         for name in ("client_id", "client_secret"):

@@ -1,7 +1,8 @@
 """A fleet: 8 uvicorn workers in 2 server processes ("hosts"), one Redis, one Better Auth.
 
-Counts get-session calls for 1,000 requests carrying one new session, measures how long
-each worker takes to refuse a session after a sign-out or a ban, and stops Redis in the
+Counts get-session calls for 1,000 requests carrying one new session, and introspection
+calls for 1,000 requests carrying one new opaque access token, measures how long each
+worker takes to refuse a session after a sign-out or a ban, and stops Redis in the
 middle of a run. The numbers are printed (``pytest tests/test_fleet.py -s``); what is
 asserted holds on any machine: the call counts, no acceptance after a sign-out with
 secondaryStorage, no 500, Retry-After on every 503, recovery, connections released.
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Any
 
+import anyio
 import pytest
 from _better_auth import BetterAuthAPI, BetterAuthServer, bearer, require_server, running_server
 from _fleet import (
@@ -28,6 +30,7 @@ from _fleet import (
 )
 from _redis import RedisServer, running_redis
 
+from starlette_betterauth._introspection import IntrospectedToken
 from starlette_betterauth.testing import Issuer, JWKSServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -275,3 +278,141 @@ async def test_shared_cache_one_new_session_costs_one_get_session_call(
         get_session_calls_total=server.session_requests,
         redis_connections=during - before,
     )
+
+
+# -- introspection answers shared by the fleet --------------------------------------------
+
+API = "https://api.example.com"
+
+
+@pytest.fixture(scope="module")
+def oauth_server() -> Iterator[JWKSServer]:
+    """The testing kit's server: introspection of its issuer's opaque tokens, counted."""
+    with JWKSServer(Issuer()) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def introspection_fleet(
+    redis_server: RedisServer, oauth_server: JWKSServer
+) -> Iterator[list[Host]]:
+    client_id, secret = oauth_server.issuer.register_client()
+    env = {
+        "FLEET_MODE": "introspection",
+        "FLEET_BASE_URL": oauth_server.url,
+        "FLEET_REDIS_URL": redis_server.url,
+        "FLEET_CLIENT_ID": client_id,
+        "FLEET_CLIENT_SECRET": secret,
+        "FLEET_RESOURCE": API,
+        # Long lock (timeout + 1 s) and refusal lifetimes: on a loaded machine a burst
+        # must not outlast them, which would rightly allow a second call.
+        "FLEET_TIMEOUT": "30",
+        "FLEET_REFUSAL_TTL": "60",
+    }
+    with ExitStack() as stack:
+        yield [stack.enter_context(uvicorn_host(env, workers=WORKERS)) for _ in range(HOSTS)]
+
+
+def opaque_token(server: JWKSServer, user_id: str = "u1") -> str:
+    return server.issuer.opaque_access_token(scope="read", user_id=user_id)
+
+
+@asyncio_only
+async def test_shared_introspection_one_new_token_costs_one_call(
+    introspection_fleet: list[Host], oauth_server: JWKSServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    load = Load(introspection_fleet)
+    assert len(load.workers) == HOSTS * WORKERS
+    token, revoked = opaque_token(oauth_server), opaque_token(oauth_server, "u2")
+    oauth_server.issuer.revoke_access_token(revoked)
+    calls = oauth_server.introspection_requests
+    started = time.monotonic()
+    accepted = await load.burst(token, REQUESTS)
+    elapsed = time.monotonic() - started
+    accepted_calls = oauth_server.introspection_requests - calls
+    refused = await load.burst(revoked, REQUESTS)
+    refused_calls = oauth_server.introspection_requests - calls - accepted_calls
+    assert statuses(accepted) == {200: REQUESTS}
+    assert statuses(refused) == {401: REQUESTS}
+    # One call across the fleet per cache_ttl (60 s; a slow machine may take longer).
+    assert accepted_calls <= 1 + int(elapsed // 60)
+    assert refused_calls == 1  # active: false, shared for refusal_ttl (60 s here)
+    report(
+        capsys,
+        "shared introspection, 1 new token",
+        requests=REQUESTS,
+        introspection_calls=accepted_calls,
+        seconds=f"{elapsed:.2f}",
+        workers_answering=len({a.worker for a in accepted}),
+        inactive_token_requests=REQUESTS,
+        inactive_token_calls=refused_calls,
+    )
+
+
+@asyncio_only
+async def test_shared_introspection_with_redis_stopped_calls_once_per_worker(
+    introspection_fleet: list[Host],
+    oauth_server: JWKSServer,
+    redis_server: RedisServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    load = Load(introspection_fleet, concurrency=16)
+    workers = load.workers
+    known = opaque_token(oauth_server)
+    # Every worker holds it before the outage: the calls counted then are for the new token.
+    warm = await load.until(known, refused_everywhere(workers, 200))
+    assert workers <= {a.worker for a in warm if a.status == 200}
+    assert statuses(warm) == {200: len(warm)}
+    calls = oauth_server.introspection_requests
+    redis_server.stop()
+    stopped = time.monotonic()
+    new = opaque_token(oauth_server)  # first seen while Redis is down
+    try:
+        outage: list[Answer] = []
+        while time.monotonic() - stopped < 2.0:
+            outage += await load.burst(new, 32)
+            outage += await load.burst(known, 32)
+    finally:
+        redis_server.start()
+    restarted = time.monotonic()
+    outage_calls = oauth_server.introspection_requests - calls
+    # Recovered once a new token costs one call again: every worker shares through Redis.
+    recovery_calls: list[int] = []
+    deadline = restarted + 30.0
+    while time.monotonic() < deadline:
+        probe = opaque_token(oauth_server)
+        before = oauth_server.introspection_requests
+        answers = await load.burst(probe, 64)
+        assert statuses(answers) == {200: 64}
+        recovery_calls.append(oauth_server.introspection_requests - before)
+        if recovery_calls[-1] == 1:
+            break
+        await anyio.sleep(0.2)
+    recovered = time.monotonic() - restarted
+    clients = connected_clients(redis_server)
+    redis = redis_server.client()
+    try:
+        shared = redis.exists(f"starlette-betterauth:answer:introspection:{_hex(probe)}")
+    finally:
+        redis.close()
+
+    # on_error="fallback": each worker asks introspection itself, once per new token.
+    assert statuses(outage) == {200: len(outage)}
+    assert outage_calls <= len(workers)
+    assert recovery_calls[-1] == 1
+    assert shared == 1
+    assert clients <= HOSTS * WORKERS * 32 + 1
+    report(
+        capsys,
+        "shared introspection, Redis stopped for 2 s",
+        outage_statuses=statuses(outage),
+        introspection_calls_during_outage=outage_calls,
+        workers=len(workers),
+        new_token_calls_after_restart=recovery_calls,
+        one_call_again_after_s=f"{recovered:.2f}",
+        redis_connections=clients,
+    )
+
+
+def _hex(token: str) -> str:
+    return IntrospectedToken(token).key.hex()

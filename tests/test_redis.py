@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -29,7 +31,14 @@ from starlette.routing import Route
 from starlette_betterauth import BetterAuthMiddleware, RedisStore
 from starlette_betterauth._fleet import StoredSessions
 from starlette_betterauth._redis import RedisLink
-from starlette_betterauth.credentials import BearerJWT, Credential, SessionCookie, SessionToken
+from starlette_betterauth.credentials import (
+    AccessToken,
+    BearerJWT,
+    Credential,
+    Introspection,
+    SessionCookie,
+    SessionToken,
+)
 from starlette_betterauth.errors import ConfigurationError
 from starlette_betterauth.testing import Issuer, JWKSServer
 
@@ -510,99 +519,6 @@ async def test_a_link_closed_twice_releases_once(redis_server: RedisServer, pref
     await second.aclose()
 
 
-# -- get-session answers shared by the fleet ------------------------------------------------
-
-
-def shared_store(redis_server: RedisServer, prefix: str, **options: Any) -> RedisStore:
-    return store_for(redis_server.url, prefix, secondary_storage=False, **options)
-
-
-@asyncio_only
-async def test_shared_cache_makes_one_call_across_processes(
-    redis_server: RedisServer, server: JWKSServer, issuer: Issuer, prefix: str
-) -> None:
-    session, signed_out = issuer.session(), issuer.session()
-    issuer.revoke_session(signed_out)
-    store = shared_store(redis_server, prefix)
-    # Each middleware stands for a process: its own get-session client and caches. Long
-    # timers: on a loaded machine 800 requests may outlast the default lock (timeout + 1 s)
-    # or refusal (5 s) lifetimes, and each would rightly allow another call.
-    kind = SessionToken(redis=store, timeout=30.0, refusal_ttl=60.0)
-    apps = [make_app(server, [kind]) for _ in range(4)]
-    codes: list[int] = []
-    async with (
-        client_for(apps[0]) as a,
-        client_for(apps[1]) as b,
-        client_for(apps[2]) as c,
-        client_for(apps[3]) as d,
-    ):
-        clients = [a, b, c, d]
-
-        async def call(index: int, token: str) -> None:
-            response = await clients[index % 4].get("/me", headers=bearer(token))
-            codes.append(response.status_code)
-
-        for token in (session.token, signed_out.token):
-            async with anyio.create_task_group() as group:
-                for index in range(200):
-                    group.start_soon(call, index, token)
-    assert codes.count(200) == 200
-    assert codes.count(401) == 200
-    assert server.session_requests == 2  # one per credential, across the four
-
-
-@asyncio_only
-async def test_a_crashed_lock_holder_blocks_one_lock_period_at_most(
-    redis_server: RedisServer, server: JWKSServer, issuer: Issuer, prefix: str
-) -> None:
-    from starlette_betterauth._sessions import SessionCredential
-
-    session = issuer.session()
-    store = shared_store(redis_server, prefix)
-    key = SessionCredential.bearer(session.token).key.hex()
-    client = redis_server.client()
-    # A worker took the lock and died: its lock stays until it expires.
-    client.set(f"{store.cache_prefix}lock:{key}", "dead-worker", px=60_000)
-    app = make_app(server, [SessionToken(redis=store, timeout=0.2)])
-    async with client_for(app) as http:
-        with anyio.fail_after(5):
-            response = await http.get("/me", headers=bearer(session.token))
-    client.close()
-    assert response.status_code == 200
-    assert server.session_requests == 1
-
-
-@asyncio_only
-async def test_shared_cache_faults(
-    redis_server: RedisServer, server: JWKSServer, issuer: Issuer, prefix: str
-) -> None:
-    from starlette_betterauth._sessions import SessionCredential
-
-    session = issuer.session()
-    key = SessionCredential.bearer(session.token).key.hex()
-    store = shared_store(redis_server, prefix)
-    client = redis_server.client()
-    client.set(f"{store.cache_prefix}answer:{key}", b'{"v":1,"session":"garbage"}', px=60_000)
-    down = RedisStore(f"redis://127.0.0.1:{free_port()}", secondary_storage=False, timeout=0.2)
-    refuse = RedisStore(
-        f"redis://127.0.0.1:{free_port()}",
-        secondary_storage=False,
-        timeout=0.2,
-        on_error="refuse",
-        retry_interval=3,
-    )
-    codes = []
-    for each in (store, down, refuse):
-        async with client_for(make_app(server, [SessionToken(redis=each)])) as http:
-            response = await http.get("/me", headers=bearer(session.token))
-            codes.append(response.status_code)
-    client.close()
-    # Garbage in the cache is a miss; Redis down is a direct call, or a 503 with "refuse".
-    assert codes == [200, 200, 503]
-    assert response.headers["retry-after"] == "3"
-    assert server.session_requests == 2
-
-
 # -- JWT revocation ------------------------------------------------------------------------
 
 
@@ -698,24 +614,343 @@ async def test_known_revocations_hold_while_redis_fails(
     assert codes == [401, 401, 200]
 
 
+# -- answers shared by the fleet: get-session and introspection ----------------------------
+
+API = "https://api.example.com"
+
+
+def shared_store(redis_server: RedisServer, prefix: str, **options: Any) -> RedisStore:
+    # A long timeout: on a loaded machine a round trip may take longer than the default
+    # 0.5 s, and the request would then rightly call the server without Redis.
+    options.setdefault("timeout", 10.0)
+    return store_for(redis_server.url, prefix, secondary_storage=False, **options)
+
+
+@dataclass
+class SharedLookup:
+    """One lookup whose answers the fleet shares: how to accept it, mint and revoke its
+    credentials, count its calls and name its Redis entries."""
+
+    service: str
+    kind: Callable[..., Credential]
+    new: Callable[[], str]
+    revoke: Callable[[str], None]
+    calls: Callable[[], int]
+    key: Callable[[str], bytes]
+    expiring: Callable[[float], str]
+    fail: Callable[[int], None]
+
+
+@pytest.fixture(params=["get-session", "introspection"])
+def lookup(request: pytest.FixtureRequest, server: JWKSServer, issuer: Issuer) -> SharedLookup:
+    from starlette_betterauth._introspection import IntrospectedToken
+    from starlette_betterauth._sessions import SessionCredential
+
+    if request.param == "get-session":
+        sessions: dict[str, Any] = {}
+
+        def new_session(expires_in: float = 604800) -> str:
+            session = issuer.session(expires_in=expires_in)
+            sessions[session.token] = session
+            return session.token
+
+        return SharedLookup(
+            "get-session",
+            lambda store, **options: SessionToken(redis=store, **options),
+            new_session,
+            lambda token: issuer.revoke_session(sessions[token]),
+            lambda: server.session_requests,
+            lambda token: SessionCredential.bearer(token).key,
+            new_session,
+            lambda status: setattr(server, "session_status", status),
+        )
+    client_id, secret = issuer.register_client()
+
+    def introspecting(store: RedisStore, **options: Any) -> Credential:
+        settings = Introspection(client_id=client_id, client_secret=secret, redis=store, **options)
+        return AccessToken(resource=API, introspection=settings)
+
+    def new_token(expires_in: float = 3600) -> str:
+        return issuer.opaque_access_token(scope="read", user_id="u1", expires_in=expires_in)
+
+    return SharedLookup(
+        "introspection",
+        introspecting,
+        new_token,
+        issuer.revoke_access_token,
+        lambda: server.introspection_requests,
+        lambda token: IntrospectedToken(token).key,
+        new_token,
+        lambda status: setattr(server, "introspection_status", status),
+    )
+
+
+def entry(lookup: SharedLookup, store: RedisStore, token: str, what: str = "answer") -> str:
+    """The Redis key of ``token``'s shared entry (or its lock)."""
+    return f"{store.cache_prefix}{what}:{lookup.service}:{lookup.key(token).hex()}"
+
+
 @asyncio_only
-async def test_an_answer_taken_from_the_shared_cache_ends_with_its_entry(
+async def test_shared_cache_makes_one_call_across_processes(
+    redis_server: RedisServer, server: JWKSServer, lookup: SharedLookup, prefix: str
+) -> None:
+    live, revoked = lookup.new(), lookup.new()
+    lookup.revoke(revoked)
+    store = shared_store(redis_server, prefix)
+    # Each middleware stands for a process: its own client and caches. Long timers: on a
+    # loaded machine 800 requests may outlast the default lock (timeout + 1 s) or refusal
+    # (5 s) lifetimes, and each would rightly allow another call.
+    kind = lookup.kind(store, timeout=30.0, refusal_ttl=60.0)
+    apps = [make_app(server, [kind]) for _ in range(4)]
+    codes: list[int] = []
+    refusals: set[str] = set()
+    async with (
+        client_for(apps[0]) as a,
+        client_for(apps[1]) as b,
+        client_for(apps[2]) as c,
+        client_for(apps[3]) as d,
+    ):
+        clients = [a, b, c, d]
+
+        async def call(index: int, token: str) -> None:
+            response = await clients[index % 4].get("/me", headers=bearer(token))
+            codes.append(response.status_code)
+            if response.status_code == 401:
+                refusals.add(response.headers["www-authenticate"])
+
+        for token in (live, revoked):
+            async with anyio.create_task_group() as group:
+                for index in range(200):
+                    group.start_soon(call, index, token)
+    assert codes.count(200) == 200
+    assert codes.count(401) == 200
+    assert lookup.calls() == 2  # one per credential, across the four
+    # The stored refusal is the server's, read again: the same answer in every process.
+    assert len(refusals) == 1
+
+
+@asyncio_only
+async def test_shared_entries_end_with_the_credential_and_hold_no_token(
+    redis_server: RedisServer, server: JWKSServer, lookup: SharedLookup, prefix: str
+) -> None:
+    store = shared_store(redis_server, prefix)
+    soon, later, revoked = lookup.expiring(10), lookup.new(), lookup.new()
+    lookup.revoke(revoked)
+    app = make_app(server, [lookup.kind(store, cache_ttl=20, refusal_ttl=4)])
+    async with client_for(app) as client:
+        codes = [
+            (await client.get("/me", headers=bearer(token))).status_code
+            for token in (soon, later, revoked)
+        ]
+    redis = redis_server.client()
+    try:
+        lifetimes = [redis.pttl(entry(lookup, store, token)) / 1000 for token in (soon, later)]
+        refusal = redis.pttl(entry(lookup, store, revoked)) / 1000
+        values = [redis.get(entry(lookup, store, t)) for t in (soon, later, revoked)]
+        locks = redis.keys(f"{store.cache_prefix}lock:*")
+    finally:
+        redis.close()
+    assert codes == [200, 200, 401]
+    # Bounded by the credential's own expiry (10 s) and cache_ttl (20 s; 1 h or 7 days left).
+    assert 0 < lifetimes[0] <= 10
+    assert 0 < lifetimes[1] <= 20
+    assert 0 < refusal <= 4  # refusal_ttl
+    for token, value in zip((soon, later, revoked), values, strict=True):
+        assert isinstance(value, bytes)
+        assert token.encode() not in value
+    assert locks == []  # released once the answer was stored
+
+
+@asyncio_only
+async def test_get_session_and_introspection_entries_never_collide(
     redis_server: RedisServer, server: JWKSServer, issuer: Issuer, prefix: str
 ) -> None:
-    session = issuer.session()
+    client_id, secret = issuer.register_client()
     store = shared_store(redis_server, prefix)
-    first = make_app(server, [SessionToken(redis=store, cache_ttl=2)])
-    second = make_app(server, [SessionToken(redis=store, cache_ttl=2)])
+    session = issuer.session()
+    token = issuer.opaque_access_token(scope="read", user_id="u1", prefix="at_")
+    settings = Introspection(client_id=client_id, client_secret=secret, redis=store)
+    accept = [
+        SessionToken(redis=store),
+        AccessToken(resource=API, introspection=settings, opaque_prefix="at_"),
+    ]
+    async with client_for(make_app(server, accept)) as client:
+        kinds = [
+            (await client.get("/me", headers=bearer(t))).json()["kind"]
+            for t in (session.token, token)
+        ]
+    redis = redis_server.client()
+    try:
+        keys = [os.fsdecode(key) for key in redis.keys(f"{store.cache_prefix}*")]
+        names = sorted(key.removeprefix(store.cache_prefix).rpartition(":")[0] for key in keys)
+    finally:
+        redis.close()
+    assert kinds == ["session_token", "access_token"]
+    assert names == ["answer:get-session", "answer:introspection"]
+
+
+@asyncio_only
+async def test_a_crashed_lock_holder_blocks_one_lock_period_at_most(
+    redis_server: RedisServer, server: JWKSServer, lookup: SharedLookup, prefix: str
+) -> None:
+    token = lookup.new()
+    store = shared_store(redis_server, prefix)
+    redis = redis_server.client()
+    # A worker took the lock and died: its lock stays until it expires.
+    redis.set(entry(lookup, store, token, "lock"), "dead-worker", px=60_000)
+    app = make_app(server, [lookup.kind(store, timeout=0.2)])
+    async with client_for(app) as http:
+        with anyio.fail_after(10):  # the lock period is timeout + 1 s
+            response = await http.get("/me", headers=bearer(token))
+    redis.close()
+    assert response.status_code == 200
+    assert lookup.calls() == 1
+
+
+@asyncio_only
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b'{"v":1,"session":"garbage"}',  # an entry of an older version
+        b"sba2 not-a-time\n{}",
+        b"sba2 nan\n{}",
+        b'sba2 1e12\n{"session":1}',  # an answer the server would not give
+        b"sba2 1e12\n\xff\xfe",
+    ],
+)
+async def test_garbage_in_the_shared_cache_is_a_miss(
+    redis_server: RedisServer,
+    server: JWKSServer,
+    lookup: SharedLookup,
+    prefix: str,
+    garbage: bytes,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    token = lookup.new()
+    store = shared_store(redis_server, prefix)
+    redis = redis_server.client()
+    redis.set(entry(lookup, store, token), garbage, px=60_000)
+    with caplog.at_level(logging.WARNING, logger="starlette_betterauth"):
+        async with client_for(make_app(server, [lookup.kind(store)])) as http:
+            response = await http.get("/me", headers=bearer(token))
+    stored_again = redis.get(entry(lookup, store, token))
+    redis.close()
+    assert response.status_code == 200
+    assert lookup.calls() == 1
+    assert "unusable shared" in caplog.text
+    assert token not in caplog.text
+    assert isinstance(stored_again, bytes)
+    assert stored_again.startswith(b"sba2 ")
+
+
+@asyncio_only
+async def test_a_failed_call_is_not_shared_and_releases_the_lock(
+    redis_server: RedisServer, server: JWKSServer, lookup: SharedLookup, prefix: str
+) -> None:
+    token = lookup.new()
+    store = shared_store(redis_server, prefix)
+    first = make_app(server, [lookup.kind(store)])
+    second = make_app(server, [lookup.kind(store)])
+    redis = redis_server.client()
     async with client_for(first) as one, client_for(second) as two:
-        assert (await one.get("/me", headers=bearer(session.token))).status_code == 200
+        lookup.fail(503)
+        failed = await one.get("/me", headers=bearer(token))
+        kept = [redis.exists(entry(lookup, store, token, what)) for what in ("answer", "lock")]
+        lookup.fail(200)
+        # Another process calls at once: no answer to wait for, no lock held.
+        with anyio.fail_after(5):
+            answered = await two.get("/me", headers=bearer(token))
+    redis.close()
+    assert failed.status_code == 503
+    assert failed.headers["retry-after"]
+    assert kept == [0, 0]
+    assert answered.status_code == 200
+    assert lookup.calls() == 2
+
+
+@asyncio_only
+async def test_shared_cache_down_or_slow_falls_back_or_refuses(
+    redis_server: RedisServer, server: JWKSServer, lookup: SharedLookup, prefix: str
+) -> None:
+    down = RedisStore(f"redis://127.0.0.1:{free_port()}", secondary_storage=False, timeout=0.2)
+    refuse = RedisStore(
+        f"redis://127.0.0.1:{free_port()}",
+        secondary_storage=False,
+        timeout=0.2,
+        on_error="refuse",
+        retry_interval=3,
+    )
+    codes = []
+    for each in (down, refuse):
+        async with client_for(make_app(server, [lookup.kind(each)])) as http:
+            response = await http.get("/me", headers=bearer(lookup.new()))
+            codes.append(response.status_code)
+    # Redis down: a direct call, or a 503 with "refuse".
+    assert codes == [200, 503]
+    assert response.headers["retry-after"] == "3"
+    assert lookup.calls() == 1
+    # Redis that stops answering: each request bounded by the store's timeout, then a call.
+    slow = shared_store(redis_server, prefix, timeout=0.3, retry_interval=0.5)
+    async with client_for(make_app(server, [lookup.kind(slow, cache_ttl=0)])) as http:
+        redis_server.pause()
+        try:
+            with anyio.fail_after(5):
+                paused = await http.get("/me", headers=bearer(lookup.new()))
+        finally:
+            redis_server.resume()
+        await anyio.sleep(0.6)  # retry_interval
+        recovered = await http.get("/me", headers=bearer(lookup.new()))
+    assert (paused.status_code, recovered.status_code) == (200, 200)
+    assert lookup.calls() == 3
+
+
+@asyncio_only
+async def test_an_answer_taken_from_the_shared_cache_ends_with_its_entry(
+    redis_server: RedisServer, server: JWKSServer, lookup: SharedLookup, prefix: str
+) -> None:
+    token = lookup.new()
+    store = shared_store(redis_server, prefix)
+    first = make_app(server, [lookup.kind(store, cache_ttl=2)])
+    second = make_app(server, [lookup.kind(store, cache_ttl=2)])
+    async with client_for(first) as one, client_for(second) as two:
+        assert (await one.get("/me", headers=bearer(token))).status_code == 200
         await anyio.sleep(1.2)
         # The second process takes the answer from Redis with 0.8 s of it left.
-        assert (await two.get("/me", headers=bearer(session.token))).status_code == 200
-        issuer.revoke_session(session)
+        assert (await two.get("/me", headers=bearer(token))).status_code == 200
+        lookup.revoke(token)
         await anyio.sleep(1.4)
-        after = [
-            (await c.get("/me", headers=bearer(session.token))).status_code for c in (one, two)
-        ]
-    # Both kept the answer no longer than the entry in Redis: cache_ttl bounds a sign-out.
+        after = [(await c.get("/me", headers=bearer(token))).status_code for c in (one, two)]
+    # Both kept the answer no longer than the entry in Redis: cache_ttl bounds a revocation.
     assert after == [401, 401]
-    assert server.session_requests == 2
+    assert lookup.calls() == 2
+
+
+@asyncio_only
+async def test_introspection_shares_the_pool_and_closes_it_at_shutdown(
+    redis_server: RedisServer, server: JWKSServer, issuer: Issuer, prefix: str
+) -> None:
+    client_id, secret = issuer.register_client()
+    store = shared_store(redis_server, prefix, max_connections=2, timeout=30.0)
+    settings = Introspection(client_id=client_id, client_secret=secret, redis=store)
+    redis = redis_server.client()
+    before = len(redis.client_list())
+    tokens = [issuer.opaque_access_token(scope="read", user_id="u1") for _ in range(20)]
+    apps = [make_app(server, [AccessToken(resource=API, introspection=settings)]) for _ in range(2)]
+    codes: list[int] = []
+    async with client_for(apps[0]) as one, client_for(apps[1]) as two:
+
+        async def call(index: int) -> None:
+            client = (one, two)[index % 2]
+            response = await client.get("/me", headers=bearer(tokens[index % 20]))
+            codes.append(response.status_code)
+
+        async with anyio.create_task_group() as group:
+            for index in range(100):
+                group.start_soon(call, index)
+        during = len(redis.client_list())
+    after = len(redis.client_list())
+    redis.close()
+    assert codes == [200] * 100
+    assert server.introspection_requests == 20
+    assert 1 <= during - before <= 2  # one pool of 2 for both middlewares
+    assert after == before
