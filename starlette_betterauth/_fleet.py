@@ -407,10 +407,14 @@ class SharedAnswers:
         deadline = time.monotonic() + self.lock_ttl
         pause = _POLL_FIRST
         while True:
-            found = self._load(await self.link.get(answer_key), exchange)
+            raw, locked = await self.link.answer_or_lock(answer_key, lock_key, owner, self.lock_ttl)
+            found = self._load(raw, exchange)
             if found is not None:
                 return found
-            if await self.link.lock(lock_key, owner, self.lock_ttl):
+            if locked:
+                return None
+            # An entry that ended or cannot be read is no answer: its lock is the next step.
+            if raw is not None and await self.link.lock(lock_key, owner, self.lock_ttl):
                 return None
             if time.monotonic() > deadline:
                 return None  # the holder is stuck: call without the lock

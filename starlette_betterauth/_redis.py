@@ -93,6 +93,18 @@ end
 return {mark, false}
 """
 
+# A shared answer, or else its lock, in one step: between a GET that finds no answer
+# and a separate SET NX, the holder could store its answer and release the lock, and
+# a second call would follow. KEYS[1]: the answer; KEYS[2]: the lock. ARGV[1]: the
+# owner; ARGV[2]: the lock's lifetime in milliseconds. Returns {answer, false},
+# {false, '1'} once the lock is ours, or {false, false} while another holds it.
+_ANSWER_OR_LOCK = """
+local value = redis.call('GET', KEYS[1])
+if value then return {value, false} end
+if redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2], 'NX') then return {false, '1'} end
+return {false, false}
+"""
+
 # Release a lock only if it is still ours (it may have expired and been taken).
 _UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -149,6 +161,7 @@ class _Pool:
         self.slots = asyncio.Semaphore(store.max_connections)
         self.read_session: AsyncScript = self.client.register_script(_READ_SESSION)
         self.read_revocation: AsyncScript = self.client.register_script(_READ_REVOCATION)
+        self.answer_or_lock: AsyncScript = self.client.register_script(_ANSWER_OR_LOCK)
         self.unlock: AsyncScript = self.client.register_script(_UNLOCK)
 
     async def aclose(self) -> None:
@@ -214,19 +227,26 @@ class RedisLink:
         )
         return self._pair(answer)
 
-    async def get(self, key: str) -> bytes | None:
-        """The value of one of this package's keys (``cache_prefix`` is added)."""
-        answer = await self._run(lambda pool: pool.client.get(self.store.cache_prefix + key))
-        if answer is not None and not isinstance(answer, bytes):
-            raise self._fail(f"Redis answered GET with a {type(answer).__name__}")
-        return answer
-
     async def put(self, key: str, value: bytes, ttl: float) -> None:
         """Set one of this package's keys for ``ttl`` seconds."""
         milliseconds = max(1, int(ttl * 1000))
         await self._run(
             lambda pool: pool.client.set(self.store.cache_prefix + key, value, px=milliseconds)
         )
+
+    async def answer_or_lock(
+        self, key: str, lock: str, owner: str, ttl: float
+    ) -> tuple[bytes | None, bool]:
+        """The value of ``key``, or else whether ``owner`` now holds ``lock`` (for ``ttl``
+        seconds), in one atomic step (``cache_prefix`` is added to both)."""
+        prefix = self.store.cache_prefix
+        answer = await self._run(
+            lambda pool: pool.answer_or_lock(
+                keys=[prefix + key, prefix + lock], args=[owner, max(1, int(ttl * 1000))]
+            )
+        )
+        value, locked = self._pair(answer)
+        return value, value is None and locked is not None
 
     async def lock(self, key: str, owner: str, ttl: float) -> bool:
         """Take the lock ``key`` for ``ttl`` seconds unless another owner holds it."""

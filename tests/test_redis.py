@@ -512,10 +512,10 @@ def _cookie_header(cookies: dict[str, str]) -> str:
 async def test_a_link_closed_twice_releases_once(redis_server: RedisServer, prefix: str) -> None:
     store = store_for(redis_server.url, prefix)
     first, second = RedisLink(store), RedisLink(store)
-    assert await first.get("missing") is None
+    assert await first.lock("lock:a", "first", 5.0)
     await first.aclose()
     await first.aclose()
-    assert await second.get("missing") is None  # the pool is still there for the other
+    assert not await second.lock("lock:a", "second", 5.0)  # the pool is still there
     await second.aclose()
 
 
