@@ -7,17 +7,26 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from hashlib import sha256
-from typing import Generic, TypeVar
+from operator import itemgetter
+from typing import Any, Generic, TypeVar
 
 from ._keys import VerificationKey
 from .errors import ConfigurationError
 
 __all__ = ["TokenCache"]
 
-T = TypeVar("T")
+#: A cached value: a pair, such as ``(user, credential scopes)``.
+T = TypeVar("T", bound=tuple[Any, Any])
 
 #: Tokens whose digests are remembered by the token itself (see ``TokenCache._recent``).
-_MAX_RECENT = 128
+_MAX_RECENT = 32
+
+
+# An entry: the value's two members, the key that verified it, the token's exp
+# (the caller's own object, shared with what it built) and the ttl deadline. One
+# flat tuple per token, not a pair inside an entry: a cached token holds less.
+_Entry = tuple[Any, Any, VerificationKey, float, float]
+_pair = itemgetter(0, 1)
 
 
 def _digest(token: str) -> bytes:
@@ -35,8 +44,9 @@ class TokenCache(Generic[T]):
     switches the cache off.
 
     Entries are keyed on the SHA-256 of the token, not the token itself: a
-    Better Auth token is 600 characters and more, its digest 32 bytes, and
-    the cache holds no credential a memory dump could replay.
+    Better Auth token is 600 characters and more, its digest 32 bytes. Only the
+    last few tokens are held as such (a map from them to their digests, so a
+    repeated token is not hashed again).
 
     Raises:
         ConfigurationError: a negative size, or a ttl that is not a finite number >= 0.
@@ -60,7 +70,7 @@ class TokenCache(Generic[T]):
         self._key_current = key_current
         # Insertion order is eviction order. OrderedDict drops its oldest entry in
         # O(1); a dict's first key is found by scanning past deleted slots.
-        self._entries: OrderedDict[bytes, tuple[T, VerificationKey, float, float]] = OrderedDict()
+        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
         # Digests of the tokens met most recently, by the token itself: a repeated
         # token is found by the string's own hash, computed in C, without SHA-256.
         # Digests only, so what the cache evicts is gone for this map too. Bounded;
@@ -96,8 +106,12 @@ class TokenCache(Generic[T]):
                 self._remember(token, digest)
         if entry is None:
             return None
-        value, key, expires, deadline = entry
-        if time.monotonic() < deadline and time.time() < expires and self._key_current(key):
+        if (
+            time.monotonic() < entry[4]
+            and time.time() < entry[3] + self.leeway
+            and self._key_current(entry[2])
+        ):
+            value: T = _pair(entry)
             return value
         entries.pop(digest, None)
         return None
@@ -113,8 +127,14 @@ class TokenCache(Generic[T]):
         entries = self._entries
         if len(entries) >= self.max_entries and digest not in entries:
             entries.popitem(last=False)
-        expires = exp + self.leeway if exp is not None else math.inf
-        entries[digest] = (value, key, expires, time.monotonic() + self.ttl)
+        first, second = value
+        entries[digest] = (
+            first,
+            second,
+            key,
+            math.inf if exp is None else exp,
+            time.monotonic() + self.ttl,
+        )
 
     def clear(self) -> None:
         """Forget every entry."""
