@@ -308,6 +308,7 @@ class UserBuilder:
             self._read_roles: Callable[[Mapping[str, Any]], frozenset[str]] = read_with
         elif isinstance(roles, str) and roles and "." not in roles:
             claim = roles
+            self._role_claim = claim
             self._read_roles = lambda c: _split_memo(c.get(claim), ",", _ROLE_NAMES)
         elif isinstance(roles, str) and roles:
             read = _claim_reader(roles)
@@ -317,6 +318,9 @@ class UserBuilder:
                 f"roles must be a claim name, dotted path or callable: {roles!r}"
             )
         self.allow_banned = allow_banned
+
+    #: The one claim roles come from (not a path or a callable): read in place.
+    _role_claim: str | None = None
 
     def build(
         self,
@@ -344,8 +348,13 @@ class UserBuilder:
             )
         email = claims.get("email")
         name = claims.get("name")
-        roles = self._read_roles(claims)
-        scopes = _split_memo(claims.get("scope"), " ", _SCOPE_NAMES)
+        # The common case, a role claim already met, costs one lookup.
+        role = claims.get(self._role_claim) if self._role_claim is not None else None
+        roles = _ROLE_NAMES.get(role) if type(role) is str else None
+        if roles is None:
+            roles = self._read_roles(claims)
+        scope = claims.get("scope")
+        scopes = _EMPTY if scope is None else _split_memo(scope, " ", _SCOPE_NAMES)
         sub = claims.get("sub", "")
         user = _fill(
             _new(BetterAuthUser),
