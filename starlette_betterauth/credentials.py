@@ -325,11 +325,25 @@ def signed_with_secret(data: str) -> bool:
         return True
     if dots != 2:
         return False
+    encoded = data[: data.find(".")]
+    known = _HS256_HEADERS.get(encoded)
+    if known is not None:
+        return known
     try:
-        header = json.loads(decode_segment(data.partition(".")[0], "header"))
+        header = json.loads(decode_segment(encoded, "header"))
     except (MalformedTokenError, UnicodeDecodeError, ValueError, RecursionError):
         return False
-    return isinstance(header, dict) and header.get("alg") == "HS256"
+    hs256 = isinstance(header, dict) and header.get("alg") == "HS256"
+    if len(_HS256_HEADERS) >= _MAX_HS256_HEADERS:
+        _HS256_HEADERS.clear()
+    _HS256_HEADERS[encoded] = hs256
+    return hs256
+
+
+# Whether each encoded header met names HS256: every cookie of one key has the
+# same header, so it is decoded once. Small; emptied when full.
+_HS256_HEADERS: dict[str, bool] = {}
+_MAX_HS256_HEADERS = 64
 
 
 def _session_principal(users: UserBuilder, record: SessionRecord, kind: str) -> Principal:
