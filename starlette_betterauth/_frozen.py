@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
-from types import MappingProxyType
+from collections.abc import Iterator, Mapping
 from typing import Any, NoReturn
 
 from ._claims import short_repr
 from .errors import InvalidClaimError
 
-__all__ = ["FrozenObject", "freeze_claims", "freeze_json"]
+__all__ = ["FrozenClaims", "FrozenObject", "freeze_claims", "freeze_json"]
 
 
 class FrozenObject(dict[str, Any]):
@@ -62,27 +61,140 @@ def freeze_json(value: Any, _depth: int = 0) -> Any:
     return tuple([freeze_json(item, _depth + 1) for item in value])
 
 
+# Claim values that repeat across the users of one server (its issuer, the
+# audience, role names, the client): one copy of each is shared by every cached
+# user instead of one per token. Bounded; past the bound, values already known are
+# still shared.
+_REPEATING = ("iss", "aud", "role", "azp", "client_id", "scope")
+_VALUES: dict[str, str] = {}
+_MAX_VALUES = 1024
+_MAX_VALUE_LENGTH = 256
+_CONTAINERS = frozenset({dict, list})
+
+
+class _Layout:
+    """What every claims object with one set of names, in one order, shares.
+
+    ``index``: the position of each name; ``repeating``: positions of claims whose
+    values repeat across users; ``same``: ``(id, sub)`` positions, whose values
+    are usually one string (Better Auth's ``id`` is its ``sub``).
+    """
+
+    __slots__ = ("index", "repeating", "same")
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.index = {name: position for position, name in enumerate(names)}
+        self.repeating = tuple(self.index[n] for n in _REPEATING if n in self.index)
+        self.same = (
+            (self.index["id"], self.index["sub"])
+            if "id" in self.index and "sub" in self.index
+            else None
+        )
+
+
+# Layouts by their names: a Better Auth server's tokens have a handful. Bounded;
+# past the bound, a new layout is built for each such claims object.
+_LAYOUTS: dict[tuple[str, ...], _Layout] = {}
+_MAX_LAYOUTS = 256
+
+
+class FrozenClaims(Mapping[str, Any]):
+    """A user's claims, read-only: the whole verified payload as a mapping.
+
+    Built once per token and shared by every request carrying it (the caches), so
+    it cannot be changed; ``dict(claims)`` (or ``claims.copy()``) is a plain,
+    mutable copy. The names are stored once for every token of the same shape,
+    the values in a tuple: a cached user holds no dict of its own.
+    """
+
+    __slots__ = ("_index", "_values")
+
+    _index: dict[str, int]
+    _values: tuple[Any, ...]
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[self._index[name]]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The value of claim ``name``, else ``default``."""
+        position = self._index.get(name)
+        return default if position is None else self._values[position]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def copy(self) -> dict[str, Any]:
+        """A plain, mutable copy (nested objects stay read-only; copy them as needed)."""
+        return dict(zip(self._index, self._values, strict=True))
+
+    def __or__(self, other: Mapping[str, Any]) -> dict[str, Any]:
+        return {**self.copy(), **other}
+
+    def __ror__(self, other: Mapping[str, Any]) -> dict[str, Any]:
+        return {**other, **self.copy()}
+
+    def __copy__(self) -> dict[str, Any]:
+        return self.copy()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
+        return copy.deepcopy(self.copy(), memo)
+
+    def __reduce__(self) -> tuple[type[dict[str, Any]], tuple[dict[str, Any]]]:
+        return dict, (self.copy(),)
+
+    def __repr__(self) -> str:
+        return f"FrozenClaims({self.copy()!r})"
+
+
+_new = object.__new__
+_set_index = vars(FrozenClaims)["_index"].__set__
+_set_values = vars(FrozenClaims)["_values"].__set__
+
+
 def freeze_claims(claims: Mapping[str, Any]) -> Mapping[str, Any]:
     """A read-only copy of ``claims``, nested JSON objects and arrays included.
 
     One user is shared by every request carrying the same credential (the
     verified-token and session caches), so no handler may change what the next
-    one reads: the top level is a read-only view, arrays become tuples and
-    objects :class:`FrozenObject`. Better Auth's claims are flat, so usually
-    this is a copy and one pass over a dozen values.
+    one reads: the top level is a :class:`FrozenClaims`, arrays become tuples
+    and objects :class:`FrozenObject`. Better Auth's claims are flat, so usually
+    this is two tuples made in C, the names' layout shared by every token of the
+    same shape, and the values that repeat across users shared too.
     """
-    # A read-only view (what the verifier returns) copies its dict at C speed;
-    # dict(view) would go through the mapping protocol, member by member.
-    frozen = (
-        claims.copy() if type(claims) is MappingProxyType or type(claims) is dict else dict(claims)
-    )
-    for name, value in frozen.items():
-        if type(value) is dict or type(value) is list:
-            # Replacing values while iterating is safe: the keys do not change.
-            try:
-                frozen[name] = freeze_json(value)
-            except RecursionError as exc:
-                raise InvalidClaimError(
-                    f"the {short_repr(name)} claim is nested too deeply"
-                ) from exc
-    return MappingProxyType(frozen)
+    names = tuple(claims)
+    layout = _LAYOUTS.get(names)
+    if layout is None:
+        layout = _Layout(names)
+        if len(_LAYOUTS) < _MAX_LAYOUTS:
+            _LAYOUTS[names] = layout
+    values = list(claims.values())
+    if not _CONTAINERS.isdisjoint(map(type, values)):
+        for position, value in enumerate(values):
+            if type(value) is dict or type(value) is list:
+                try:
+                    values[position] = freeze_json(value)
+                except RecursionError as exc:
+                    raise InvalidClaimError(
+                        f"the {short_repr(names[position])} claim is nested too deeply"
+                    ) from exc
+    share = _VALUES.setdefault if len(_VALUES) < _MAX_VALUES else _VALUES.get
+    for position in layout.repeating:
+        value = values[position]
+        if type(value) is str and len(value) <= _MAX_VALUE_LENGTH:
+            values[position] = share(value, value)
+    same = layout.same
+    if same is not None:
+        first, second = same
+        value = values[second]
+        if type(value) is str and values[first] == value:
+            values[first] = value
+    frozen = _new(FrozenClaims)
+    _set_index(frozen, layout.index)
+    _set_values(frozen, tuple(values))
+    return frozen

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import partial
 from typing import NamedTuple
 
 from .errors import InvalidRequestError
@@ -111,31 +112,39 @@ def read_headers(headers: Iterable[tuple[bytes, bytes]]) -> Presented:
     cookies: list[bytes] = []
     origin = referer = None
     proof: bytes | None = None
+    fields = _FIELDS
     for name, value in headers:
-        if len(name) not in _LENGTHS:
-            continue
-        name = name.lower()
-        if name == b"authorization":
+        field = fields.get(name)
+        if field is None:
+            # Not a lower-case name we read: the rest of the request's headers,
+            # or one of ours spelt with capitals (ASGI servers lower-case names).
+            if name.islower() or len(name) not in _LENGTHS:
+                continue
+            field = fields.get(name.lower())
+            if field is None:
+                continue
+        if field == _AUTHORIZATION:
             if authorization is not None:
                 raise InvalidRequestError("more than one Authorization header")
             authorization = value
-        elif name == b"cookie":
+        elif field == _COOKIE:
             cookies.append(value)
-        elif name == b"origin":
+        elif field == _ORIGIN:
             origin = value.decode("latin-1")
-        elif name == b"referer":
+        elif field == _REFERER:
             referer = value.decode("latin-1")
-        elif name == b"dpop":
-            if proof is not None:
-                raise InvalidRequestError("more than one DPoP header")
+        elif proof is not None:
+            raise InvalidRequestError("more than one DPoP header")
+        else:
             proof = value
     cookie = b"; ".join(cookies).decode("latin-1") if cookies else None
     if authorization is None:
-        return Presented(None, cookie, origin, referer)
-    if authorization[:7].lower() == b"bearer ":  # the common case, without a tuple
+        return _presented((None, cookie, origin, referer, None, None))
+    # The common case, without a tuple: "Bearer <token>" as most clients spell it.
+    if authorization.startswith(b"Bearer ") or authorization[:7].lower() == b"bearer ":
         raw = authorization[7:].lstrip(b" ")
         if raw and len(authorization) <= MAX_AUTHORIZATION_LENGTH:
-            return Presented(raw.decode("latin-1"), cookie, origin, referer)
+            return _presented((raw.decode("latin-1"), cookie, origin, referer, None, None))
     scheme, token = split_authorization(authorization)
     if scheme == "Bearer":
         return Presented(token, cookie, origin, referer)
@@ -146,6 +155,18 @@ def read_headers(headers: Iterable[tuple[bytes, bytes]]) -> Presented:
     )
 
 
-_LENGTHS = frozenset(
-    {len(b"authorization"), len(b"cookie"), len(b"origin"), len(b"referer"), len(b"dpop")}
-)
+_AUTHORIZATION, _COOKIE, _ORIGIN, _REFERER, _DPOP = range(5)
+# The headers read, by their lower-case names.
+_FIELDS = {
+    b"authorization": _AUTHORIZATION,
+    b"cookie": _COOKIE,
+    b"origin": _ORIGIN,
+    b"referer": _REFERER,
+    b"dpop": _DPOP,
+}
+_LENGTHS = frozenset(map(len, _FIELDS))
+
+
+# Builds a Presented from a tuple of all its fields at C speed (a named tuple's
+# own __new__ is Python).
+_presented = partial(tuple.__new__, Presented)

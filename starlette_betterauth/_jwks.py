@@ -204,7 +204,7 @@ class JWKSCache:
         ``max_stale``, or the kid was reused for other key material: the
         middleware's token cache keeps a result only while this holds.
         """
-        return self._keys.get(key.kid) is key and self._usable(time.monotonic())
+        return self._keys.get(key.kid) is key and time.monotonic() < self._usable_until
 
     def current_key(self, kid: str) -> VerificationKey | None:
         """The key named ``kid`` when the loaded set is fresh and has it, without I/O.

@@ -89,18 +89,20 @@ class BetterAuthUser(BaseUser):
     ) -> None:
         # One user object is shared by every request carrying the same token
         # (the verified-token cache), so it is immutable, its claims included.
-        setter = object.__setattr__
-        setter(self, "id", id)
-        setter(self, "email", email)
-        setter(self, "name", name)
-        setter(self, "roles", roles)
-        setter(self, "scopes", scopes)
-        setter(self, "claims", freeze_claims(claims))
-        setter(self, "kind", kind)
-        setter(self, "session_id", session_id)
-        setter(self, "expires_at", expires_at)
-        setter(self, "client_id", client_id)
-        setter(self, "dpop_jkt", dpop_jkt)
+        _fill(
+            self,
+            id,
+            email,
+            name,
+            roles,
+            scopes,
+            freeze_claims(claims),
+            kind,
+            session_id,
+            expires_at,
+            client_id,
+            dpop_jkt,
+        )
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"BetterAuthUser is immutable; cannot set {name!r}")
@@ -143,6 +145,58 @@ class BetterAuthUser(BaseUser):
             f"BetterAuthUser(id={self.id!r}, email={self.email!r}, roles={sorted(self.roles)}, "
             f"kind={self.kind!r}{client})"
         )
+
+
+# The slots' own setters, called directly: BetterAuthUser refuses attribute
+# assignment, and object.__setattr__ by name costs twice as much per field.
+
+
+def _slot_setter(name: str) -> Callable[[BetterAuthUser, Any], None]:
+    setter: Callable[[BetterAuthUser, Any], None] = vars(BetterAuthUser)[name].__set__
+    return setter
+
+
+_set_id = _slot_setter("id")
+_set_email = _slot_setter("email")
+_set_name = _slot_setter("name")
+_set_roles = _slot_setter("roles")
+_set_scopes = _slot_setter("scopes")
+_set_claims = _slot_setter("claims")
+_set_kind = _slot_setter("kind")
+_set_session_id = _slot_setter("session_id")
+_set_expires_at = _slot_setter("expires_at")
+_set_client_id = _slot_setter("client_id")
+_set_dpop_jkt = _slot_setter("dpop_jkt")
+_new = object.__new__
+
+
+def _fill(
+    user: BetterAuthUser,
+    id: str,
+    email: str | None,
+    name: str | None,
+    roles: frozenset[str],
+    scopes: frozenset[str],
+    claims: Mapping[str, Any],
+    kind: str,
+    session_id: str | None,
+    expires_at: float | None,
+    client_id: str | None,
+    dpop_jkt: str | None,
+) -> BetterAuthUser:
+    """Set every field of ``user`` (``claims`` already frozen) and return it."""
+    _set_id(user, id)
+    _set_email(user, email)
+    _set_name(user, name)
+    _set_roles(user, roles)
+    _set_scopes(user, scopes)
+    _set_claims(user, claims)
+    _set_kind(user, kind)
+    _set_session_id(user, session_id)
+    _set_expires_at(user, expires_at)
+    _set_client_id(user, client_id)
+    _set_dpop_jkt(user, dpop_jkt)
+    return user
 
 
 def _sid(claims: Mapping[str, Any]) -> str | None:
@@ -252,14 +306,21 @@ class UserBuilder:
                 return frozenset()
 
             self._read_roles: Callable[[Mapping[str, Any]], frozenset[str]] = read_with
+        elif isinstance(roles, str) and roles and "." not in roles:
+            claim = roles
+            self._role_claim = claim
+            self._read_roles = lambda c: _split_memo(c.get(claim), ",", _ROLE_NAMES)
         elif isinstance(roles, str) and roles:
             read = _claim_reader(roles)
-            self._read_roles = lambda c: _split(read(c), ",")
+            self._read_roles = lambda c: _split_memo(read(c), ",", _ROLE_NAMES)
         else:
             raise ConfigurationError(
                 f"roles must be a claim name, dotted path or callable: {roles!r}"
             )
         self.allow_banned = allow_banned
+
+    #: The one claim roles come from (not a path or a callable): read in place.
+    _role_claim: str | None = None
 
     def build(
         self,
@@ -287,20 +348,62 @@ class UserBuilder:
             )
         email = claims.get("email")
         name = claims.get("name")
-        roles = self._read_roles(claims)
-        scopes = _split(claims.get("scope"), " ")
-        user = BetterAuthUser(
-            id=str(claims.get("sub", "")),
-            email=email if isinstance(email, str) else None,
-            name=name if isinstance(name, str) else None,
-            roles=roles,
-            scopes=scopes,
-            claims=claims,
-            kind=kind,
-            session_id=session_id if session_id is not None else _sid(claims),
-            expires_at=expires_at,
-            client_id=_client_id(claims),
-            dpop_jkt=_dpop_jkt(claims) if "cnf" in claims else None,
+        # The common case, a role claim already met, costs one lookup.
+        role = claims.get(self._role_claim) if self._role_claim is not None else None
+        roles = _ROLE_NAMES.get(role) if type(role) is str else None
+        if roles is None:
+            roles = self._read_roles(claims)
+        scope = claims.get("scope")
+        scopes = _EMPTY if scope is None else _split_memo(scope, " ", _SCOPE_NAMES)
+        sub = claims.get("sub", "")
+        user = _fill(
+            _new(BetterAuthUser),
+            sub if type(sub) is str else str(sub),
+            email if isinstance(email, str) else None,
+            name if isinstance(name, str) else None,
+            roles,
+            scopes,
+            freeze_claims(claims),
+            kind,
+            session_id if session_id is not None else _sid(claims),
+            expires_at,
+            _client_id(claims),
+            _dpop_jkt(claims) if "cnf" in claims else None,
         )
-        granted = ("authenticated", *sorted(f"role:{r}" for r in roles))
-        return user, (*granted, *sorted(f"scope:{s}" for s in scopes))
+        granted = _GRANTED.get((roles, scopes))
+        if granted is None:
+            granted = (
+                "authenticated",
+                *sorted(f"role:{r}" for r in roles),
+                *sorted(f"scope:{s}" for s in scopes),
+            )
+            if len(_GRANTED) < _MAX_MEMO:
+                _GRANTED[(roles, scopes)] = granted
+        return user, granted
+
+
+_EMPTY: frozenset[str] = frozenset()
+# Role and scope claims repeat across users ("user", "user,admin"): each distinct
+# value is split once and its frozenset shared by every user holding it, and so
+# is the tuple of credential scopes of each combination. Bounded: past the bound,
+# new values are split every time (a server has a handful; only one minting odd
+# claims gets there).
+_MAX_MEMO = 1024
+_MAX_MEMO_VALUE = 256
+_ROLE_NAMES: dict[str, frozenset[str]] = {}
+_SCOPE_NAMES: dict[str, frozenset[str]] = {}
+_GRANTED: dict[tuple[frozenset[str], frozenset[str]], tuple[str, ...]] = {}
+
+
+def _split_memo(value: object, separator: str, memo: dict[str, frozenset[str]]) -> frozenset[str]:
+    """:func:`_split`, remembered by value for strings."""
+    if value is None:
+        return _EMPTY
+    if type(value) is not str:
+        return _split(value, separator)
+    names = memo.get(value)
+    if names is None:
+        names = _split(value, separator)
+        if len(memo) < _MAX_MEMO and len(value) <= _MAX_MEMO_VALUE:
+            memo[value] = names
+    return names

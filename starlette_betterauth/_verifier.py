@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from functools import partial
 from types import MappingProxyType
 from typing import Any, NamedTuple, Unpack
 
@@ -181,8 +182,7 @@ class TokenVerifier:
 
     async def verify_token(self, token: str) -> VerifiedToken:
         """Like :meth:`verify`, returning the header, kid, alg and exp too."""
-        parsed = parse_token(token)
-        header = parsed.header
+        header, claims, signing_input, signature = parse_token(token)
         alg = header.get("alg")
         if type(alg) is not str or alg not in self.algorithms:
             raise UnsupportedAlgorithmError(
@@ -198,17 +198,26 @@ class TokenVerifier:
                 raise InvalidTokenError(f"the token's typ {short_repr(typ)} is not {self.typ!r}")
         if len(header) > 2:
             _check_extra_header(header, self.typ is None)
-        key = await self.jwks.get_key(kid)
+        # A loaded, fresh key set answers without I/O; anything else goes through get_key.
+        key = self.jwks.current_key(kid)
+        if key is None:
+            key = await self.jwks.get_key(kid)
         if alg not in key.algorithms:
             raise UnsupportedAlgorithmError(
                 f"the token's alg {alg} is not the algorithm of key {kid!r} "
                 f"({', '.join(sorted(key.algorithms))})"
             )
-        if not key.verify(alg, parsed.signing_input, parsed.signature):
+        # The key verifies exactly this alg (checked above): its prepared check.
+        if not key.check(signing_input, signature):
             raise InvalidSignatureError("the token's signature does not verify")
-        claims = parsed.claims
         exp = self.rules.check(claims, time.time())
-        return VerifiedToken(MappingProxyType(claims), MappingProxyType(header), kid, alg, exp, key)
+        return _verified_token(
+            (MappingProxyType(claims), MappingProxyType(header), kid, alg, exp, key)
+        )
+
+
+# Builds a VerifiedToken from a tuple at C speed (a named tuple's own __new__ is Python).
+_verified_token = partial(tuple.__new__, VerifiedToken)
 
 
 def _check_extra_header(header: Mapping[str, Any], check_typ: bool) -> None:

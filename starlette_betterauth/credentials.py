@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import ClassVar, Protocol
 
@@ -190,6 +190,7 @@ class _BearerJWTAuthenticator:
     origins: TrustedOrigins | None = None
     dpop: DPoPVerifier | None = None
     metadata: tuple[ResourceMetadata, ...] = ()
+    cached: Callable[[str], Principal | None]
 
     def __init__(self, context: Context, revocations: Revocations | None = None) -> None:
         self._verifier = context.verifier
@@ -199,6 +200,8 @@ class _BearerJWTAuthenticator:
         # With AccessToken accepted too, access tokens (typ at+jwt) are its own.
         self._leave_access_tokens = any(isinstance(k, AccessToken) for k in context.kinds)
         self.revocations = revocations
+        # Without revocation marks, a repeated token is the token cache's own lookup.
+        self.cached = context.cache.get if revocations is None else self._cached_unrevoked
 
     def find(self, presented: Presented) -> str | None:
         token = presented.bearer
@@ -208,7 +211,7 @@ class _BearerJWTAuthenticator:
             return None
         return token
 
-    def cached(self, credential: str) -> Principal | None:
+    def _cached_unrevoked(self, credential: str) -> Principal | None:
         principal = self._cache.get(credential)
         revocations = self.revocations
         if (
@@ -322,11 +325,25 @@ def signed_with_secret(data: str) -> bool:
         return True
     if dots != 2:
         return False
+    encoded = data[: data.find(".")]
+    known = _HS256_HEADERS.get(encoded)
+    if known is not None:
+        return known
     try:
-        header = json.loads(decode_segment(data.partition(".")[0], "header"))
+        header = json.loads(decode_segment(encoded, "header"))
     except (MalformedTokenError, UnicodeDecodeError, ValueError, RecursionError):
         return False
-    return isinstance(header, dict) and header.get("alg") == "HS256"
+    hs256 = isinstance(header, dict) and header.get("alg") == "HS256"
+    if len(_HS256_HEADERS) >= _MAX_HS256_HEADERS:
+        _HS256_HEADERS.clear()
+    _HS256_HEADERS[encoded] = hs256
+    return hs256
+
+
+# Whether each encoded header met names HS256: every cookie of one key has the
+# same header, so it is decoded once. Small; emptied when full.
+_HS256_HEADERS: dict[str, bool] = {}
+_MAX_HS256_HEADERS = 64
 
 
 def _session_principal(users: UserBuilder, record: SessionRecord, kind: str) -> Principal:

@@ -61,6 +61,15 @@ def _loggable(path: str) -> str:
     return path if path.isprintable() else path.encode("unicode_escape").decode("ascii")
 
 
+def _set_state_user(scope: Scope, user: object) -> None:
+    """``request.state.user``: in the scope's state, made when the server gave none."""
+    state = scope.get("state")
+    if state is None:
+        scope["state"] = {"user": user}
+    else:
+        state["user"] = user
+
+
 def _building_stack(frame: FrameType | None) -> bool:
     """Whether ``frame`` is Starlette's (or FastAPI's) ``build_middleware_stack``."""
     return (
@@ -307,7 +316,7 @@ class BetterAuthMiddleware:
         if principal is None:
             scope["user"] = UnauthenticatedUser()
             scope["auth"] = AuthCredentials()
-            scope.setdefault("state", {})["user"] = None
+            _set_state_user(scope, None)
             if self.on_event is not None:
                 emit(self.on_event, "anonymous", {"path": scope["path"]})
         else:
@@ -316,7 +325,7 @@ class BetterAuthMiddleware:
             # Fresh per request: a handler that edits request.auth.scopes must not
             # change what the next request with the same token is granted.
             scope["auth"] = AuthCredentials(granted)
-            scope.setdefault("state", {})["user"] = user
+            _set_state_user(scope, user)
             if self.on_event is not None:
                 emit(self.on_event, "accepted", {"path": scope["path"], "cached": cached})
         await self.app(scope, receive, send)

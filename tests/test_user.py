@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import logging
+import pickle
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pytest
 
+from starlette_betterauth._frozen import FrozenClaims
 from starlette_betterauth._user import BetterAuthUser, UserBuilder
 from starlette_betterauth.errors import BannedUserError, ConfigurationError, InvalidClaimError
 
@@ -254,3 +257,36 @@ def test_claims_nested_too_deeply_are_refused_on_every_python() -> None:
         deep = [deep]
     with pytest.raises(InvalidClaimError, match="'deep' claim is nested too deeply"):
         user(CLAIMS | {"deep": deep})
+
+
+def test_claims_read_like_a_mapping_and_copy_to_plain_dicts() -> None:
+    claims = user(CLAIMS | {"org": {"id": "acme"}, "tags": ["a"]}).claims
+    assert isinstance(claims, FrozenClaims)
+    assert (
+        dict(claims) == claims.copy() == claims == CLAIMS | {"org": {"id": "acme"}, "tags": ("a",)}
+    )
+    assert list(claims) == [*CLAIMS, "org", "tags"]
+    assert (claims["sub"], claims.get("missing"), claims.get("missing", 1)) == ("u1", None, 1)
+    assert "email" in claims
+    assert "missing" not in claims
+    assert len(claims) == len(CLAIMS) + 2
+    assert type(claims.copy()) is dict
+    shallow: object = copy.copy(claims)
+    assert type(shallow) is dict
+    assert (claims | {"sub": "u2"})["sub"] == "u2"
+    assert ({"x": 1} | claims)["x"] == 1
+    assert pickle.loads(pickle.dumps(claims)) == claims
+    with pytest.raises(TypeError):
+        claims["sub"] = "u2"  # type: ignore[index]
+    with pytest.raises(TypeError):
+        claims["org"]["id"] = "evil"
+
+
+def test_users_of_one_shape_share_names_and_repeated_values_only() -> None:
+    first = user({"sub": "u1", "id": "u1", "iss": "https://a.example", "name": "Ada"}).claims
+    second = user({"sub": "u2", "id": "u2", "iss": "https://a.example", "name": "Bob"}).claims
+    assert first == {"sub": "u1", "id": "u1", "iss": "https://a.example", "name": "Ada"}
+    assert first["iss"] is second["iss"]
+    assert first["id"] is first["sub"]
+    assert second["id"] == "u2"
+    assert (first["name"], second["name"]) == ("Ada", "Bob")
