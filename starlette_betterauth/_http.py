@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 
@@ -15,6 +15,7 @@ import httpx
 __all__ = [
     "ACCEPT_IDENTITY",
     "BodyTooLarge",
+    "ClientSlot",
     "ContentEncoded",
     "http_date",
     "parse_retry_after",
@@ -27,6 +28,37 @@ __all__ = [
 ACCEPT_IDENTITY = ("accept-encoding", "identity")
 
 _DELTA_SECONDS = re.compile(r"[0-9]{1,10}")
+
+
+class ClientSlot:
+    """The HTTP client of a module that calls a server: the caller's, or its own.
+
+    Without a client given, one is made by ``make`` on first use and closed by
+    :meth:`aclose` (a given client belongs to the caller and is never closed).
+    """
+
+    __slots__ = ("_given", "_make", "_owned")
+
+    def __init__(
+        self, given: httpx.AsyncClient | None, make: Callable[[], httpx.AsyncClient]
+    ) -> None:
+        self._given = given
+        self._make = make
+        self._owned: httpx.AsyncClient | None = None
+
+    def get(self) -> httpx.AsyncClient:
+        """The client to call with."""
+        if self._given is not None:
+            return self._given
+        if self._owned is None:
+            self._owned = self._make()
+        return self._owned
+
+    async def aclose(self) -> None:
+        """Close the client this slot made, if any; a later :meth:`get` makes another."""
+        client, self._owned = self._owned, None
+        if client is not None:
+            await client.aclose()
 
 
 class BodyTooLarge(Exception):

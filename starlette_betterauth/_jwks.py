@@ -12,7 +12,14 @@ from dataclasses import dataclass
 import anyio
 import httpx
 
-from ._http import ACCEPT_IDENTITY, BodyTooLarge, ContentEncoded, http_date, read_limited
+from ._http import (
+    ACCEPT_IDENTITY,
+    BodyTooLarge,
+    ClientSlot,
+    ContentEncoded,
+    http_date,
+    read_limited,
+)
 from ._keys import SUPPORTED_ALGORITHMS, SkippedKey, VerificationKey, parse_key_set
 from ._observability import EventHook, emit, logger
 from ._settings import KeySetOptions, check_algorithms, check_http_url
@@ -126,8 +133,15 @@ class JWKSCache:
         self.options = options = options if options is not None else KeySetOptions()
         self._min_ttl = min(options.min_ttl, options.ttl)
         self._max_ttl = max(options.max_ttl, options.ttl)
-        self._client = client
-        self._owned_client: httpx.AsyncClient | None = None
+        # Fetches are minutes apart: no keep-alive, so no idle socket outlives one.
+        self._client = ClientSlot(
+            client,
+            lambda: httpx.AsyncClient(
+                timeout=self.options.timeout,
+                follow_redirects=False,
+                limits=httpx.Limits(max_keepalive_connections=0),
+            ),
+        )
         self._on_event = on_event
         self._keys: dict[str, VerificationKey] = {}
         self._absent: OrderedDict[str, None] = OrderedDict()  # oldest first
@@ -270,9 +284,7 @@ class JWKSCache:
 
     async def aclose(self) -> None:
         """Close the HTTP client if the cache created it."""
-        client, self._owned_client = self._owned_client, None
-        if client is not None:
-            await client.aclose()
+        await self._client.aclose()
 
     async def _refresh_due(self) -> None:
         """The routine refresh once the TTL (or a failure's retry interval) is over.
@@ -437,22 +449,8 @@ class JWKSCache:
             return self.options.ttl
         return min(max(float(match.group(1)), self._min_ttl), self._max_ttl)
 
-    def _get_client(self) -> httpx.AsyncClient:
-        if self._client is not None:
-            return self._client
-        client = self._owned_client
-        if client is None:
-            # Fetches are minutes apart: no keep-alive, so no idle socket outlives one.
-            client = httpx.AsyncClient(
-                timeout=self.options.timeout,
-                follow_redirects=False,
-                limits=httpx.Limits(max_keepalive_connections=0),
-            )
-            self._owned_client = client
-        return client
-
     async def _download(self) -> tuple[bytes, str | None]:
-        client = self._get_client()
+        client = self._client.get()
         try:
             with anyio.fail_after(self.options.timeout):
                 async with client.stream(

@@ -34,7 +34,14 @@ import anyio
 import httpx
 
 from ._frozen import freeze_json
-from ._http import ACCEPT_IDENTITY, BodyTooLarge, ContentEncoded, parse_retry_after, read_limited
+from ._http import (
+    ACCEPT_IDENTITY,
+    BodyTooLarge,
+    ClientSlot,
+    ContentEncoded,
+    parse_retry_after,
+    read_limited,
+)
 from ._observability import EventHook, EventName, emit, logger
 from ._settings import check_http_url
 from .errors import BetterAuthError, ConfigurationError, ServiceUnavailableError
@@ -208,8 +215,17 @@ class RemoteLookup(ABC, Generic[C, R]):
         self.timeout = float(timeout)
         self.max_body_size = max_body_size
         self.retry_interval = float(retry_interval)
-        self._client = client
-        self._owned_client: httpx.AsyncClient | None = None
+        self._client = ClientSlot(
+            client,
+            lambda: httpx.AsyncClient(
+                timeout=self.timeout,
+                follow_redirects=False,
+                # Answers may set cookies (Better Auth refreshes its cookie cache in
+                # get-session's); a shared client must keep none of them.
+                cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
+                limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+            ),
+        )
         #: Answers shared with other processes, asked before each call (None: none).
         self.shared = shared
         self._on_event = on_event
@@ -329,9 +345,7 @@ class RemoteLookup(ABC, Generic[C, R]):
 
     async def aclose(self) -> None:
         """Close the HTTP client if this instance made it, and the shared cache."""
-        client, self._owned_client = self._owned_client, None
-        if client is not None:
-            await client.aclose()
+        await self._client.aclose()
         if self.shared is not None:
             await self.shared.aclose()
 
@@ -389,7 +403,7 @@ class RemoteLookup(ABC, Generic[C, R]):
         return await self._download(credential)
 
     async def _download(self, credential: C) -> bytes:
-        client = self._get_client()
+        client = self._client.get()
         request = self._request(credential)
         # Asked uncompressed, and refused otherwise: a compressed body would be
         # decoded before the size limit could look at it.
@@ -436,22 +450,6 @@ class RemoteLookup(ABC, Generic[C, R]):
             self._retry_at = max(self._retry_at, time.monotonic() + wait)
             self._retry_reason = message
         return self.unavailable(message, retry_after=wait or None)
-
-    def _get_client(self) -> httpx.AsyncClient:
-        if self._client is not None:
-            return self._client
-        client = self._owned_client
-        if client is None:
-            client = httpx.AsyncClient(
-                timeout=self.timeout,
-                follow_redirects=False,
-                # Answers may set cookies (Better Auth refreshes its cookie cache in
-                # get-session's); a shared client must keep none of them.
-                cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
-                limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
-            )
-            self._owned_client = client
-        return client
 
     # -- caches ----------------------------------------------------------------
 
