@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from functools import partial
 from typing import NamedTuple
 
 from .errors import InvalidRequestError
@@ -109,7 +108,7 @@ def read_headers(headers: Iterable[tuple[bytes, bytes]]) -> Presented:
         InvalidRequestError: more than one Authorization header, or a malformed one.
     """
     authorization: bytes | None = None
-    cookies: list[bytes] = []
+    cookies: list[bytes] | None = None
     origin = referer = None
     proof: bytes | None = None
     fields = _FIELDS
@@ -128,7 +127,10 @@ def read_headers(headers: Iterable[tuple[bytes, bytes]]) -> Presented:
                 raise InvalidRequestError("more than one Authorization header")
             authorization = value
         elif field == _COOKIE:
-            cookies.append(value)
+            if cookies is None:
+                cookies = [value]
+            else:
+                cookies.append(value)
         elif field == _ORIGIN:
             origin = value.decode("latin-1")
         elif field == _REFERER:
@@ -137,14 +139,16 @@ def read_headers(headers: Iterable[tuple[bytes, bytes]]) -> Presented:
             raise InvalidRequestError("more than one DPoP header")
         else:
             proof = value
-    cookie = b"; ".join(cookies).decode("latin-1") if cookies else None
+    cookie = None if cookies is None else b"; ".join(cookies).decode("latin-1")
     if authorization is None:
-        return _presented((None, cookie, origin, referer, None, None))
+        return _new_tuple(Presented, (None, cookie, origin, referer, None, None))
     # The common case, without a tuple: "Bearer <token>" as most clients spell it.
     if authorization.startswith(b"Bearer ") or authorization[:7].lower() == b"bearer ":
         raw = authorization[7:].lstrip(b" ")
         if raw and len(authorization) <= MAX_AUTHORIZATION_LENGTH:
-            return _presented((raw.decode("latin-1"), cookie, origin, referer, None, None))
+            return _new_tuple(
+                Presented, (raw.decode("latin-1"), cookie, origin, referer, None, None)
+            )
     scheme, token = split_authorization(authorization)
     if scheme == "Bearer":
         return Presented(token, cookie, origin, referer)
@@ -168,5 +172,5 @@ _LENGTHS = frozenset(map(len, _FIELDS))
 
 
 # Builds a Presented from a tuple of all its fields at C speed (a named tuple's
-# own __new__ is Python).
-_presented = partial(tuple.__new__, Presented)
+# own __new__ is Python): tuple.__new__(Presented, fields).
+_new_tuple = tuple.__new__

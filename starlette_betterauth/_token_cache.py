@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Callable
 from hashlib import sha256
 from operator import itemgetter
@@ -20,11 +20,18 @@ T = TypeVar("T", bound=tuple[Any, Any])
 
 #: Tokens whose digests are remembered by the token itself (see ``TokenCache._recent``).
 _MAX_RECENT = 32
+#: Characters of a token's end that key ``TokenCache._recent``: a JWT ends in its
+#: signature, so its last characters tell tokens apart without hashing the whole.
+_TAIL = 32
+#: Entries put within ``ttl / _STEPS`` seconds of each other share one ttl deadline
+#: (the earliest): one float for many tokens, and none lives longer than ``ttl``.
+_STEPS = 256
 
 
 # An entry: the value's two members, the key that verified it, the token's exp
-# (the caller's own object, shared with what it built) and the ttl deadline. One
-# flat tuple per token, not a pair inside an entry: a cached token holds less.
+# (the caller's own object, shared with what it built) and the ttl deadline
+# (shared by the entries put at about the same time). One flat tuple per token,
+# not a pair inside an entry: a cached token holds less.
 _Entry = tuple[Any, Any, VerificationKey, float, float]
 _pair = itemgetter(0, 1)
 
@@ -45,8 +52,9 @@ class TokenCache(Generic[T]):
 
     Entries are keyed on the SHA-256 of the token, not the token itself: a
     Better Auth token is 600 characters and more, its digest 32 bytes. Only the
-    last few tokens are held as such (a map from them to their digests, so a
-    repeated token is not hashed again).
+    last few tokens are held as such (a map from their last characters to them
+    and their digests, so a repeated token is neither hashed again nor hashed
+    whole by the map).
 
     Raises:
         ConfigurationError: a negative size, or a ttl that is not a finite number >= 0.
@@ -68,18 +76,26 @@ class TokenCache(Generic[T]):
         self.ttl = ttl
         self.leeway = leeway
         self._key_current = key_current
-        # Insertion order is eviction order. OrderedDict drops its oldest entry in
-        # O(1); a dict's first key is found by scanning past deleted slots.
-        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
-        # Digests of the tokens met most recently, by the token itself: a repeated
-        # token is found by the string's own hash, computed in C, without SHA-256.
-        # Digests only, so what the cache evicts is gone for this map too. Bounded;
-        # emptied when full.
-        self._recent: dict[str, bytes] = {}
+        # A plain dict, with the insertion order kept beside it in a deque of
+        # digests (8 bytes a token, where an OrderedDict's links take 50 and
+        # more): the deque's left end is the oldest entry. An entry get drops
+        # leaves its digest in the deque, counted in _dropped until eviction
+        # reaches it; the deque is rebuilt when such digests pile up.
+        self._entries: dict[bytes, _Entry] = {}
+        self._order: deque[bytes] = deque()
+        self._dropped: dict[bytes, int] = {}
+        # The tokens met most recently and their digests, by the tokens' last
+        # characters: a repeated token is found by hashing a few characters, and
+        # compared whole, without SHA-256. Digests only, so what the cache evicts
+        # is gone for this map too. Bounded; emptied when full.
+        self._recent: dict[str, tuple[str, bytes]] = {}
         self._max_recent = min(_MAX_RECENT, self.max_entries)
         # The last token hashed and its digest: a miss is followed by a put of the
         # same token (the string object itself, compared by identity).
         self._last: tuple[str | None, bytes] = (None, b"")
+        # The ttl deadline entries share, and how close a new one may be to share it.
+        self._deadline = -math.inf
+        self._step = ttl / _STEPS
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -88,15 +104,16 @@ class TokenCache(Generic[T]):
         recent = self._recent
         if len(recent) >= self._max_recent:
             recent.clear()
-        recent[token] = digest
+        recent[token[-_TAIL:]] = (token, digest)
 
     def get(self, token: str) -> T | None:
         """The cached value for ``token`` if it is still valid, else None."""
         entries = self._entries
         if not entries:
             return None
-        digest = self._recent.get(token)
-        if digest is not None:
+        seen = self._recent.get(token[-_TAIL:])
+        if seen is not None and seen[0] == token:
+            digest = seen[1]
             entry = entries.get(digest)
         else:
             digest = _digest(token)
@@ -113,7 +130,9 @@ class TokenCache(Generic[T]):
         ):
             value: T = _pair(entry)
             return value
-        entries.pop(digest, None)
+        if entries.pop(digest, None) is not None:
+            dropped = self._dropped
+            dropped[digest] = dropped.get(digest, 0) + 1
         return None
 
     def put(self, token: str, value: T, key: VerificationKey, exp: float | None) -> None:
@@ -125,19 +144,42 @@ class TokenCache(Generic[T]):
             digest = _digest(token)
         self._remember(token, digest)
         entries = self._entries
-        if len(entries) >= self.max_entries and digest not in entries:
-            entries.popitem(last=False)
+        deadline = time.monotonic() + self.ttl
+        if not 0.0 <= deadline - self._deadline < self._step:
+            self._deadline = deadline
         first, second = value
-        entries[digest] = (
-            first,
-            second,
-            key,
-            math.inf if exp is None else exp,
-            time.monotonic() + self.ttl,
-        )
+        entry = (first, second, key, math.inf if exp is None else exp, self._deadline)
+        if digest in entries:
+            entries[digest] = entry  # in its place: its age is its first put's
+            return
+        if len(entries) >= self.max_entries:
+            self._evict()
+        entries[digest] = entry
+        order = self._order
+        order.append(digest)
+        if len(order) > 2 * self.max_entries:
+            # Mostly digests of dropped entries: keep only the live ones, in order.
+            self._order = deque(entries)
+            self._dropped.clear()
+
+    def _evict(self) -> None:
+        """Drop the oldest entry (digests of entries get dropped are passed over)."""
+        order, dropped, entries = self._order, self._dropped, self._entries
+        while order:
+            digest = order.popleft()
+            stale = dropped.get(digest)
+            if stale is None:
+                entries.pop(digest, None)
+                return
+            if stale > 1:
+                dropped[digest] = stale - 1
+            else:
+                del dropped[digest]
 
     def clear(self) -> None:
         """Forget every entry."""
         self._entries.clear()
+        self._order.clear()
+        self._dropped.clear()
         self._recent.clear()
         self._last = (None, b"")

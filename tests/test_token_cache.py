@@ -3,7 +3,8 @@
 Each safety property of the cache has its own test: an entry never outlives the
 token's exp nor the cache TTL, tokens of a key that left the key set are
 refused, the cache is bounded and evicts the oldest entry, only successful
-verifications are remembered, and it can be switched off.
+verifications are remembered, and it can be switched off. The last tests drive
+the cache itself: eviction order after entries are dropped, and tokens that end alike.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from starlette_betterauth import BetterAuthMiddleware, KeySetOptions
+from starlette_betterauth._keys import VerificationKey
+from starlette_betterauth._token_cache import TokenCache
 from starlette_betterauth.errors import ConfigurationError
 from starlette_betterauth.testing import Issuer, JWKSServer
 
@@ -221,3 +224,83 @@ def test_nonsense_cache_settings_are_refused(options: dict[str, Any]) -> None:
     app = Starlette()
     with pytest.raises(ConfigurationError, match="token_cache"):
         BetterAuthMiddleware(app, base_url="http://127.0.0.1:9", **options)
+
+
+def _key(kid: str) -> VerificationKey:
+    return VerificationKey(
+        kid=kid,
+        kty="OKP",
+        crv="Ed25519",
+        algorithms=frozenset({"EdDSA"}),
+        key=None,
+        check=lambda signing_input, signature: False,
+    )
+
+
+Value = tuple[str, tuple[str, ...]]
+
+
+def _cache(live: list[VerificationKey], size: int = 3) -> TokenCache[Value]:
+    return TokenCache(
+        max_entries=size,
+        ttl=60.0,
+        leeway=0.0,
+        key_current=lambda key: any(key is k for k in live),
+    )
+
+
+def test_an_entry_dropped_and_put_again_is_evicted_as_a_new_one() -> None:
+    old, new = _key("old"), _key("new")
+    live = [old, new]
+    cache = _cache(live)
+    cache.put("t0", ("u0", ()), old, None)
+    cache.put("t1", ("u1", ()), new, None)
+    cache.put("t2", ("u2", ()), new, None)
+    live.remove(old)
+    assert cache.get("t0") is None  # its key left the key set: dropped
+    assert len(cache) == 2
+    cache.put("t0", ("u0 again", ()), new, None)
+    cache.put("t3", ("u3", ()), new, None)  # full: evicts t1, the oldest still held
+    assert len(cache) == 3
+    assert cache.get("t1") is None
+    assert cache.get("t0") == ("u0 again", ())
+    assert cache.get("t2") == ("u2", ())
+    cache.put("t4", ("u4", ()), new, None)  # then t2
+    assert cache.get("t2") is None
+    assert [cache.get(t) for t in ("t0", "t3", "t4")] == [("u0 again", ()), ("u3", ()), ("u4", ())]
+
+
+def test_entries_dropped_over_and_over_keep_the_cache_bounded() -> None:
+    keys = [_key(f"k{n}") for n in range(200)]
+    live = list(keys)
+    cache = _cache(live)
+    for n, key in enumerate(keys):
+        token = f"t{n % 5}"
+        cache.put(token, (token, ()), key, None)
+        live.remove(key)
+        assert cache.get(token) is None
+        assert len(cache) == 0
+        assert len(cache._order) <= 2 * cache.max_entries
+    kept = _key("kept")
+    live.append(kept)
+    for n in range(5):
+        cache.put(f"t{n}", (f"u{n}", ()), kept, None)
+    assert [cache.get(f"t{n}") for n in range(5)] == [
+        None,
+        None,
+        ("u2", ()),
+        ("u3", ()),
+        ("u4", ()),
+    ]
+
+
+def test_tokens_that_end_alike_each_get_their_own_entry() -> None:
+    key = _key("k")
+    cache = _cache([key], size=10)
+    tail = "x" * 64
+    tokens = [f"a.b.{tail}", f"c.d.{tail}", tail]
+    for n, token in enumerate(tokens):
+        cache.put(token, (f"u{n}", ()), key, None)
+    for _ in range(3):
+        assert [cache.get(t) for t in tokens] == [("u0", ()), ("u1", ()), ("u2", ())]
+    assert cache.get(f"e.f.{tail}") is None
