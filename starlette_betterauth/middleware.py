@@ -52,7 +52,6 @@ __all__ = ["BetterAuthMiddleware", "token_fingerprint"]
 ErrorHandler = Callable[[HTTPConnection, BetterAuthError], Response | None]
 _MAX_ANSWERS = 256  # messages may quote the token's alg or kid: keep the memo bounded
 _Init = TypeVar("_Init", bound=Callable[..., None])
-_new_object = object.__new__
 
 
 def _loggable(path: str) -> str:
@@ -324,16 +323,9 @@ class BetterAuthMiddleware:
             user, granted = principal
             scope["user"] = user
             # Fresh per request: a handler that edits request.auth.scopes must not
-            # change what the next request with the same token is granted. Built
-            # as AuthCredentials(granted) builds it, without its __init__ frame.
-            auth = _new_object(AuthCredentials)
-            auth.scopes = list(granted)
-            scope["auth"] = auth
-            state = scope.get("state")
-            if state is None:
-                scope["state"] = {"user": user}
-            else:
-                state["user"] = user
+            # change what the next request with the same token is granted.
+            scope["auth"] = AuthCredentials(granted)
+            _set_state_user(scope, user)
             if self.on_event is not None:
                 emit(self.on_event, "accepted", {"path": scope["path"], "cached": cached})
         await self.app(scope, receive, send)
