@@ -10,7 +10,7 @@ told of the caller) are the endpoints several modules route to. The ``client`` f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -66,3 +66,21 @@ async def principal(request: Request) -> JSONResponse:
             "expires_at": user.expires_at,
         }
     )
+
+
+#: Debian's chromium, which the browser tests drive through Playwright.
+CHROMIUM = "/usr/bin/chromium"
+#: Headless, offline: no first-run screens, updates or background requests.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+#: The ``cli`` fixture (conftest): ``cli(*args)`` gives (exit code, stdout, stderr).
+RunCLI = Callable[..., tuple[int, str, str]]

@@ -1,4 +1,4 @@
-"""Shared fixtures: every anyio test runs on asyncio and on trio."""
+"""Shared fixtures: every anyio test runs on asyncio and on trio; `cli` runs the command line."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from _helpers import asgi_client
+from _helpers import RunCLI, asgi_client
 from starlette.types import ASGIApp
 
+from starlette_betterauth.__main__ import main
 from starlette_betterauth.testing import Issuer, JWKSServer
 
 
@@ -42,3 +43,18 @@ async def client(app: ASGIApp) -> AsyncIterator[httpx.AsyncClient]:
 #: The MCP SDK is a dependency group of its own (it needs newer anyio, httpx and pyjwt than
 #: the package's lowest bounds, which one matrix cell installs without it).
 collect_ignore = [] if importlib.util.find_spec("mcp") else ["test_mcp.py"]
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> RunCLI:
+    """Run the command line in-process; return (exit code, stdout, stderr)."""
+    monkeypatch.delenv("BETTER_AUTH_URL", raising=False)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        assert "Traceback" not in out + err
+        return code, out, err
+
+    return run

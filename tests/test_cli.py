@@ -26,31 +26,13 @@ from urllib.parse import unquote
 import anyio
 import jwt
 import pytest
-from _helpers import asgi_client, guarded_app, ok
+from _helpers import RunCLI, asgi_client, guarded_app, ok
 from starlette.routing import Route
 
-from starlette_betterauth.__main__ import main
 from starlette_betterauth._cookies import encode_cookie_value
 from starlette_betterauth.credentials import SessionCookie
 from starlette_betterauth.middleware import token_fingerprint
 from starlette_betterauth.testing import Issuer, JWKSServer, SigningKey, TestSession, b64url
-
-RunCLI = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> RunCLI:
-    """Run the command line in-process; return (exit code, stdout, stderr)."""
-    monkeypatch.delenv("BETTER_AUTH_URL", raising=False)
-
-    def run(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = main(list(args))
-        out, err = capsys.readouterr()
-        assert "Traceback" not in out + err
-        return code, out, err
-
-    return run
 
 
 def stopped_server_url() -> str:

@@ -30,21 +30,11 @@ import httpx
 import psutil
 import pytest
 from _better_auth import REQUIRE_ENV, require_server
+from _helpers import CHROMIUM, CHROMIUM_ARGS
 from playwright.sync_api import Page, Request, expect, sync_playwright
 
 REPO = Path(__file__).resolve().parent.parent
 RUN = REPO / "examples" / "demo" / "run.py"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 STARTUP_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
 

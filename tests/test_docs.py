@@ -23,22 +23,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _helpers import CHROMIUM, CHROMIUM_ARGS
 
 from starlette_betterauth import credentials, errors
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 #: Pages screenshotted, and a text each must show once rendered.
 PAGES = {
     "": "Where to go next",

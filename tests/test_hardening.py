@@ -23,6 +23,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from _helpers import RunCLI
 from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -39,7 +40,6 @@ from starlette_betterauth import (
     TokenVerifier,
     requires_role,
 )
-from starlette_betterauth.__main__ import main
 from starlette_betterauth.credentials import BearerJWT, SessionToken
 from starlette_betterauth.errors import (
     ConfigurationError,
@@ -56,7 +56,6 @@ pytestmark = pytest.mark.anyio
 
 LOGGER = "starlette_betterauth"
 ROOT = Path(__file__).resolve().parent.parent
-RunCLI = Callable[..., tuple[int, str, str]]
 
 
 # -- the app every HTTP test drives -----------------------------------------------------
@@ -878,21 +877,6 @@ async def test_item14_the_memory_of_missed_kids_is_bounded(
 
 
 # -- items 2 and 3: the command line ----------------------------------------------------------
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> RunCLI:
-    """Run the command line in-process; return (exit code, stdout, stderr)."""
-    monkeypatch.delenv("BETTER_AUTH_URL", raising=False)
-
-    def run(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = main(list(args))
-        out, err = capsys.readouterr()
-        assert "Traceback" not in out + err
-        return code, out, err
-
-    return run
 
 
 HOSTILE_ISSUERS = [
