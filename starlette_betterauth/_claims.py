@@ -49,14 +49,6 @@ class ClaimRules:
             InvalidClaimError: (a subclass naming the claim) the first rule broken.
         """
         exp = self.check_times(claims, now)
-        # Better Auth's iss, aud and sub are strings: that case is checked inline.
-        iss, aud, sub = claims.get("iss"), claims.get("aud"), claims.get("sub")
-        if (
-            (self.issuer is None or (type(iss) is str and iss == self.issuer))
-            and (self.audiences is None or (type(aud) is str and aud in self.audiences))
-            and (not self.require_sub or (type(sub) is str and sub))
-        ):
-            return exp
         error = self.issuer_error(claims) or self.audience_error(claims) or self.sub_error(claims)
         if error is not None:
             raise error
