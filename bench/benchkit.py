@@ -147,11 +147,42 @@ def machine(distributions: Sequence[str] = ()) -> str:
     """One paragraph naming the machine, Python and the versions that matter."""
     packages = ("starlette-betterauth", "cryptography", "pyjwt", "starlette", *distributions)
     versions = ", ".join(f"{name} {_version(name)}" for name in packages)
+    stolen = stolen_since(_STARTED)
+    steal = "" if stolen is None else f"; CPU time stolen by the hypervisor in the run {stolen:.0%}"
     return (
         f"{_cpu_model()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}; "
         f"Python {platform.python_version()} ({sys.implementation.name}); {versions}; "
-        f"load average at the end {load_average()}"
+        f"load average at the end {load_average()}{steal}"
     )
+
+
+def cpu_ticks() -> tuple[int, int] | None:
+    """All CPUs' (stolen, total) time in ticks so far (Linux ``/proc/stat``), else None.
+
+    On a virtual machine, "steal" is time a CPU was ready to run this guest but
+    the hypervisor ran another one: the benchmark's clock keeps going meanwhile.
+    """
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    if len(fields) < 9 or fields[0] != "cpu":
+        return None
+    # user, nice, system, idle, iowait, irq, softirq, steal
+    ticks = [int(value) for value in fields[1:9]]
+    return ticks[7], sum(ticks)
+
+
+def stolen_since(since: tuple[int, int] | None) -> float | None:
+    """The share of CPU time stolen since the ``since`` reading of :func:`cpu_ticks` (0 to 1)."""
+    now = cpu_ticks()
+    if since is None or now is None or now[1] <= since[1]:
+        return None
+    return (now[0] - since[0]) / (now[1] - since[1])
+
+
+_STARTED = cpu_ticks()
 
 
 def load_average() -> str:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import secrets
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from starlette_betterauth._compact import (
     MAX_HEADER_LENGTH,
@@ -165,3 +169,99 @@ def test_decode_segment_names_the_segment_it_refuses(segment: str, message: str)
     with pytest.raises(MalformedTokenError) as refused:
         decode_segment(segment, "signature")
     assert refused.value.message == message
+
+
+# Repeated member names where a shortcut could miss them: after whitespace, behind
+# escaped quotes and colons in strings, deep down, in arrays, or dropping an object.
+DUPLICATES = [
+    '{"a":1,"a":2}',
+    '{"a" :1,"a":2}',  # whitespace before a colon: one member fewer counted
+    '{"a"\t:1,"a":2}',
+    '{"a"\n:1,"a":2}',
+    '{"a"\r\n :1,"a":2}',
+    '{"a":1, "a" : 2}',
+    '{"a":"\\":x","a":2}',  # a name ending in a backslash
+    '{"a":"\\":","a":2}',
+    '{"a":":","a":2}',  # a string opening with a colon
+    '{"a":"{","a":2}',
+    '{"o":{"a":1,"a":2}}',
+    '{"o":{"p":{"a":1,"a":2}}}',
+    '{"l":[{"a":1,"a":2}]}',
+    '{"a":{"x":1},"a":2}',  # a whole object dropped
+    '{"a":{"x":1},"a":{"y":1}}',
+    '{"a":2,"o":{"a":1,"b":1,"b":2}}',
+]
+
+
+@pytest.mark.parametrize("payload", DUPLICATES)
+def test_no_duplicate_member_passes_a_remembered_header(payload: str) -> None:
+    header = fresh_header()
+    parse_token(token(header, P))  # the header is remembered: the fast path
+    with pytest.raises(MalformedTokenError) as refused:
+        parse_token(token(header, b64url(payload)))
+    assert refused.value.message == "a JSON object has duplicate member names"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        '{"note":"a\\":b","n":"x :y","b":"{","c":":"}',
+        '{"l":[{"a":1},{"a":2}]}',
+        '{"o":{"p":{"q":1}},"r":{"q":2}}',
+        '{"a" : 1, "b" :\t2}',
+        "{}",
+    ],
+)
+def test_strings_and_nesting_that_resemble_duplicates_are_decoded(payload: str) -> None:
+    header = fresh_header()
+    parse_token(token(header, P))
+    assert parse_token(token(header, b64url(payload))).claims == json.loads(payload)
+
+
+def _strict(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    if len({name for name, _ in pairs}) != len(pairs):
+        raise ValueError("duplicate")
+    return dict(pairs)
+
+
+NAMES = st.sampled_from(["a", "b", "", "a\\", '"', ":", '":', "{", " ", "\\u"])
+SCALARS = st.one_of(st.integers(-5, 5), st.booleans(), st.none(), NAMES)
+
+
+@st.composite
+def json_texts(draw: st.DrawFn) -> str:
+    """JSON objects with few distinct names (so duplicates are common), hand-serialized
+    with random whitespace around colons and commas."""
+
+    def value(depth: int) -> str:
+        kind = draw(st.sampled_from(["scalar", "object", "array"] if depth < 3 else ["scalar"]))
+        if kind == "scalar":
+            return json.dumps(draw(SCALARS))
+        if kind == "array":
+            items = [value(depth + 1) for _ in range(draw(st.integers(0, 3)))]
+            return "[" + ",".join(items) + "]"
+        return obj(depth + 1)
+
+    def obj(depth: int) -> str:
+        members = []
+        for _ in range(draw(st.integers(0, 4))):
+            before = draw(st.sampled_from(["", "", "", " ", "\t", "\n "]))
+            after = draw(st.sampled_from(["", "", " "]))
+            members.append(f"{json.dumps(draw(NAMES))}{before}:{after}{value(depth)}")
+        return "{" + ",".join(members) + "}"
+
+    return obj(0)
+
+
+@given(json_texts())
+@settings(deadline=None, database=None, max_examples=500)
+def test_the_fast_path_agrees_with_a_strict_decoder(text: str) -> None:
+    header = b64url({"alg": "EdDSA", "kid": "property"})
+    parse_token(token(header, P))  # remembered: every example takes the fast path first
+    try:
+        expected = json.loads(text, object_pairs_hook=_strict)
+    except ValueError:
+        with pytest.raises(MalformedTokenError, match="duplicate member names"):
+            parse_token(token(header, b64url(text)))
+    else:
+        assert parse_token(token(header, b64url(text))).claims == expected
