@@ -47,7 +47,7 @@ def test_asgi_prints_the_repeated_and_first_seen_rows() -> None:
     assert "| repeated token (cache hit) |" in output
     for alg in ALGORITHMS:
         row = next(line for line in output.splitlines() if line.startswith(f"| {alg} |"))
-        assert len(row.split("|")) == 11  # nine cells
+        assert len(row.split("|")) == 12  # ten cells
 
 
 @pytest.mark.timeout(150)
