@@ -70,6 +70,14 @@ class Case:
         """Requests per second of each round."""
         return [s["requests"] / (s["duration_us"] / 1e6) for s in self.samples]
 
+    def cpu_per_request(self) -> list[float]:
+        """The server's CPU µs per request of the rounds that have the figure."""
+        return [
+            s["server_cpu_us"] / s["requests"]
+            for s in self.samples
+            if s["server_cpu_us"] > 0 and s["requests"] > 0
+        ]
+
     def errors(self) -> int:
         """Non-2xx answers and socket errors over all rounds."""
         keys = ("non2xx", "connect", "read", "write", "timeout")
@@ -179,19 +187,39 @@ def wrk_command(
     )
 
 
-def run_wrk(command: list[str], seconds: float) -> dict[str, int]:
-    """Run wrk once and return its RESULT line, with the CPU time stolen meanwhile.
+def process_cpu_us(pid: int | None) -> int | None:
+    """CPU time (user and system) the process ``pid`` has used so far, in µs; else None."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            # The fields after the command's name (in parentheses, which may hold spaces).
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) * 1_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(command: list[str], seconds: float, server_pid: int | None = None) -> dict[str, int]:
+    """Run wrk once and return its RESULT line, with what the machine did meanwhile.
 
     ``steal_permille``: of the machine's CPU time during the load, the share
     (per mille) the hypervisor gave to other guests (-1 where unknown).
+    ``server_cpu_us``: the CPU time the server process used during the load
+    (-1 where unknown). Time the hypervisor steals is not counted in it, so CPU
+    time per request compares servers even when req/s are blurred by steal.
     """
-    before = cpu_ticks()
+    before, cpu_before = cpu_ticks(), process_cpu_us(server_pid)
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30)
-    stolen = stolen_since(before)
+    stolen, cpu_after = stolen_since(before), process_cpu_us(server_pid)
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
             result: dict[str, int] = json.loads(line[len("RESULT ") :])
             result["steal_permille"] = -1 if stolen is None else round(stolen * 1000)
+            result["server_cpu_us"] = (
+                cpu_after - cpu_before if cpu_before is not None and cpu_after is not None else -1
+            )
             return result
     raise RuntimeError(f"wrk printed no result: {done.stdout}{done.stderr}")
 
@@ -292,7 +320,9 @@ def main(argv: list[str] | None = None) -> None:
                     command = wrk_command(
                         case, port, seconds=seconds, connections=args.connections, cpu=wrk_cpu
                     )
-                    case.samples.append(run_wrk(command, seconds))
+                    process = by_name[case.server].process
+                    pid = process.pid if process is not None else None
+                    case.samples.append(run_wrk(command, seconds, pid))
         finally:
             for server in servers:
                 stop(server)
@@ -314,6 +344,7 @@ def main(argv: list[str] | None = None) -> None:
         p50 = statistics.median(s["p50_us"] for s in case.samples) / 1000
         p99 = statistics.median(s["p99_us"] for s in case.samples) / 1000
         stolen = [s["steal_permille"] / 10 for s in case.samples if s["steal_permille"] >= 0]
+        cpu = case.cpu_per_request()
         rows.append(
             [
                 case.label,
@@ -322,6 +353,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{p50:.2f}",
                 f"{p99:.2f}",
                 f"{rps[case.label] / base:.2f}x",
+                f"{statistics.median(cpu):.1f}" if cpu else "unknown",
                 f"{min(stolen):.0f} to {max(stolen):.0f}%" if stolen else "unknown",
                 "none" if not case.errors() else f"**{case.errors()}**",
             ]
@@ -332,18 +364,36 @@ def main(argv: list[str] | None = None) -> None:
             return rps[numerator] / rps[denominator]
         return None
 
-    def paired(numerator: str, denominator: str) -> float | None:
-        """Median over rounds of the ratio of two loads run in the same round."""
-        by_label = {case.label: case.rps() for case in cases}
+    def paired(numerator: str, denominator: str, *, cpu: bool = False) -> float | None:
+        """Median over rounds of the ratio of two loads run in the same round.
+
+        With ``cpu``, the ratio of the servers' requests per CPU second (the
+        inverse of CPU time per request), which time stolen by the hypervisor
+        does not blur.
+        """
+        by_label = {c.label: c for c in cases}
         if numerator not in by_label or denominator not in by_label:
             return None
-        pairs = zip(by_label[numerator], by_label[denominator], strict=True)
-        return statistics.median(top / bottom for top, bottom in pairs)
+        top, bottom = by_label[numerator], by_label[denominator]
+        if not cpu:
+            return statistics.median(a / b for a, b in zip(top.rps(), bottom.rps(), strict=True))
+        ratios = [
+            (b["server_cpu_us"] / b["requests"]) / (a["server_cpu_us"] / a["requests"])
+            for a, b in zip(top.samples, bottom.samples, strict=True)
+            if min(a["server_cpu_us"], b["server_cpu_us"], a["requests"], b["requests"]) > 0
+        ]
+        return statistics.median(ratios) if ratios else None
 
+    repeated, no_auth = "this package, repeated token (EdDSA)", "no auth (Starlette)"
     targets = [
         (
             "repeated token: req/s vs no auth (median of same-round ratios)",
-            paired("this package, repeated token (EdDSA)", "no auth (Starlette)"),
+            paired(repeated, no_auth),
+            0.95,
+        ),
+        (
+            "repeated token: requests per server CPU second vs no auth (same-round ratios)",
+            paired(repeated, no_auth, cpu=True),
             0.95,
         ),
         (
@@ -383,15 +433,27 @@ def main(argv: list[str] | None = None) -> None:
         f"{rounds} rounds of {seconds:g} s per load, wrk -t1 -c{args.connections}; "
         f"first-seen pool {pool} tokens (cache {pool // 2}); "
         + ("server pinned to CPU 0, wrk to CPU 1" if pin else "no CPU pinning")
-        + "; medians over rounds. CPU stolen: the share of the machine's CPU time the"
-        " hypervisor gave to other guests during each load (on a virtual machine; loads"
-        " with much of it stolen compare only loosely).\n"
+        + "; medians over rounds. Server CPU µs per request: the CPU time the server"
+        " process used during the load over the requests answered (time stolen by the"
+        " hypervisor is not in it). CPU stolen: the share of the machine's CPU time the"
+        " hypervisor gave to other guests during each load (on a virtual machine; req/s"
+        " of loads with much of it stolen compare only loosely).\n"
     )
     if skipped:
         print(f"Skipped (not installed; pip install -r bench/requirements.txt): {skipped}\n")
     print(
         table(
-            ["load", "req/s", "range", "p50 ms", "p99 ms", "x no auth", "CPU stolen", "errors"],
+            [
+                "load",
+                "req/s",
+                "range",
+                "p50 ms",
+                "p99 ms",
+                "x no auth",
+                "server CPU µs per request",
+                "CPU stolen",
+                "errors",
+            ],
             rows,
         )
     )

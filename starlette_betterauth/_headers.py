@@ -142,10 +142,12 @@ def read_headers(headers: Iterable[tuple[bytes, bytes]]) -> Presented:
     cookie = None if cookies is None else b"; ".join(cookies).decode("latin-1")
     if authorization is None:
         return _new_tuple(Presented, (None, cookie, origin, referer, None, None))
-    # The common case, without a tuple: "Bearer <token>" as most clients spell it.
-    if authorization.startswith(b"Bearer ") or authorization[:7].lower() == b"bearer ":
-        raw = authorization[7:].lstrip(b" ")
-        if raw and len(authorization) <= MAX_AUTHORIZATION_LENGTH:
+    # The common case, "Bearer <token>" as most clients spell it, in as few distinct
+    # operations as can be: on a busy server each one runs with cold CPU caches.
+    # Any other spelling (scheme case, extra spaces) is split_authorization's.
+    if authorization[:7] == b"Bearer " and len(authorization) <= MAX_AUTHORIZATION_LENGTH:
+        raw = authorization[7:]
+        if raw[:1] != b" " and raw:
             return _new_tuple(
                 Presented, (raw.decode("latin-1"), cookie, origin, referer, None, None)
             )
