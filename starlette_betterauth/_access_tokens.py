@@ -423,7 +423,7 @@ class AccessTokenAuthenticator:
                 max_entries=context.cache.max_entries,
                 ttl=context.cache.ttl,
                 leeway=context.cache.leeway,
-                key_current=jwks.is_current,
+                key_set=jwks,
             )
         rules = context.verifier.rules
         verifier = TokenVerifier(
@@ -586,7 +586,7 @@ def bind_standalone(
             max_entries=token_cache_size,
             ttl=token_cache_ttl,
             leeway=verifier.rules.leeway,
-            key_current=verifier.jwks.is_current,
+            key_set=verifier.jwks,
         ),
         http_client=http_client,
         on_event=None,

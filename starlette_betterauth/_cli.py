@@ -1022,7 +1022,7 @@ async def _verify_session(
             max_entries=0,
             ttl=0.0,
             leeway=verifier.rules.leeway,
-            key_current=verifier.jwks.is_current,
+            key_set=verifier.jwks,
         ),
         http_client=None,
         on_event=on_event,

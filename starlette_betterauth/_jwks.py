@@ -144,6 +144,10 @@ class JWKSCache:
         )
         self._on_event = on_event
         self._keys: dict[str, VerificationKey] = {}
+        #: The ``id()`` of every key of the loaded set, one set updated in place:
+        #: ``id(key) in live_key_ids`` tells whether ``key`` is still loaded, with
+        #: no Python call (whoever holds ``key`` keeps its id from being reused).
+        self.live_key_ids: set[int] = set()
         self._absent: OrderedDict[str, None] = OrderedDict()  # oldest first
         self._skipped: tuple[SkippedKey, ...] = ()
         self._loaded_at: float | None = None  # monotonic time of the last good fetch
@@ -218,7 +222,14 @@ class JWKSCache:
         ``max_stale``, or the kid was reused for other key material: the
         middleware's token cache keeps a result only while this holds.
         """
-        return self._keys.get(key.kid) is key and time.monotonic() < self._usable_until
+        return id(key) in self.live_key_ids and time.monotonic() < self._usable_until
+
+    def usable_until(self) -> float:
+        """The monotonic time until which the loaded keys may serve (ttl + ``max_stale``).
+
+        Only a later fetch moves it, and only forward.
+        """
+        return self._usable_until
 
     def current_key(self, kid: str) -> VerificationKey | None:
         """The key named ``kid`` when the loaded set is fresh and has it, without I/O.
@@ -401,6 +412,9 @@ class JWKSCache:
                 else:
                     replaced.append(kid)
         self._keys = keys
+        live = {id(key) for key in keys.values()}
+        self.live_key_ids.intersection_update(live)
+        self.live_key_ids.update(live)
         for kid in keys:
             self._absent.pop(kid, None)
         self._skipped = skipped

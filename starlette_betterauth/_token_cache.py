@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from hashlib import sha256
 from operator import itemgetter
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from ._keys import VerificationKey
 from .errors import ConfigurationError
@@ -36,6 +36,19 @@ _Entry = tuple[Any, Any, VerificationKey, float, float]
 _pair = itemgetter(0, 1)
 
 
+class KeySet(Protocol):
+    """What the cache asks of the key set whose keys verified its entries."""
+
+    @property
+    def live_key_ids(self) -> Container[int]:
+        """The ``id()`` of every loaded key: one container, kept up to date in place."""
+        ...
+
+    def usable_until(self) -> float:
+        """The monotonic time until which the loaded keys may serve."""
+        ...
+
+
 def _digest(token: str) -> bytes:
     return sha256(token.encode("utf-8", "surrogatepass")).digest()
 
@@ -43,10 +56,12 @@ def _digest(token: str) -> bytes:
 class TokenCache(Generic[T]):
     """Verified results keyed on the exact token string (its SHA-256).
 
-    An entry never outlives the token's ``exp`` (plus leeway) nor ``ttl``
-    seconds, and is dropped once the key that verified it is no longer the
-    current key of the key set (``key_current``): gone, stale, or its kid
-    reused for other key material. Only successful verifications are ever put.
+    An entry never outlives the token's ``exp`` (plus leeway), ``ttl`` seconds,
+    nor the time until which the key set may serve (``key_set.usable_until()``
+    when it was put: refetches only move that later), and is dropped once the key
+    that verified it is no longer in the key set (``key_set.live_key_ids``):
+    gone, or its kid reused for other key material. Only successful
+    verifications are ever put.
     When full, the oldest entry is evicted. ``max_entries=0`` or ``ttl=0``
     switches the cache off.
 
@@ -66,7 +81,7 @@ class TokenCache(Generic[T]):
         max_entries: int,
         ttl: float,
         leeway: float,
-        key_current: Callable[[VerificationKey], bool],
+        key_set: KeySet,
     ) -> None:
         if max_entries < 0:
             raise ConfigurationError("token_cache_size must be >= 0 (0 switches the cache off)")
@@ -75,7 +90,9 @@ class TokenCache(Generic[T]):
         self.max_entries = max_entries if ttl > 0 else 0
         self.ttl = ttl
         self.leeway = leeway
-        self._key_current = key_current
+        # Read on every hit: a container lookup, no Python call.
+        self._live_keys = key_set.live_key_ids
+        self._usable_until: Callable[[], float] = key_set.usable_until
         # A plain dict, with the insertion order kept beside it in a deque of
         # digests (8 bytes a token, where an OrderedDict's links take 50 and
         # more): the deque's left end is the oldest entry. An entry get drops
@@ -126,7 +143,7 @@ class TokenCache(Generic[T]):
         if (
             time.monotonic() < entry[4]
             and time.time() < entry[3] + self.leeway
-            and self._key_current(entry[2])
+            and id(entry[2]) in self._live_keys
         ):
             value: T = _pair(entry)
             return value
@@ -144,7 +161,7 @@ class TokenCache(Generic[T]):
             digest = _digest(token)
         self._remember(token, digest)
         entries = self._entries
-        deadline = time.monotonic() + self.ttl
+        deadline = min(time.monotonic() + self.ttl, self._usable_until())
         if not 0.0 <= deadline - self._deadline < self._step:
             self._deadline = deadline
         first, second = value

@@ -231,7 +231,7 @@ class BetterAuthMiddleware:
             max_entries=token_cache_size,
             ttl=token_cache_ttl,
             leeway=verifier.rules.leeway,
-            key_current=verifier.jwks.is_current,
+            key_set=verifier.jwks,
         )
         self.kinds = bind_kinds(
             accept,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -240,18 +241,51 @@ def _key(kid: str) -> VerificationKey:
 Value = tuple[str, tuple[str, ...]]
 
 
-def _cache(live: list[VerificationKey], size: int = 3) -> TokenCache[Value]:
+class LiveKeys:
+    """A stand-in key set: the keys it holds are loaded; it serves until ``until``."""
+
+    def __init__(self, keys: list[VerificationKey], until: float = math.inf) -> None:
+        self.keys = list(keys)
+        self.live_key_ids = {id(key) for key in keys}
+        self.until = until
+
+    def append(self, key: VerificationKey) -> None:
+        self.keys.append(key)
+        self.live_key_ids.add(id(key))
+
+    def remove(self, key: VerificationKey) -> None:
+        self.keys.remove(key)
+        self.live_key_ids.discard(id(key))
+
+    def usable_until(self) -> float:
+        return self.until
+
+
+def _cache(live: list[VerificationKey] | LiveKeys, size: int = 3) -> TokenCache[Value]:
     return TokenCache(
         max_entries=size,
         ttl=60.0,
         leeway=0.0,
-        key_current=lambda key: any(key is k for k in live),
+        key_set=live if isinstance(live, LiveKeys) else LiveKeys(live),
     )
+
+
+def test_an_entry_never_outlives_the_time_its_key_set_may_serve() -> None:
+    key = _key("k")
+    live = LiveKeys([key], until=time.monotonic() + 0.2)
+    cache = _cache(live)
+    cache.put("t0", ("u0", ()), key, None)
+    assert cache.get("t0") == ("u0", ())
+    time.sleep(0.3)  # the key set's usable time is over; the cache ttl (60 s) is not
+    assert cache.get("t0") is None
+    live.until = time.monotonic() + 60  # a refetch: what is put now lasts
+    cache.put("t0", ("u0", ()), key, None)
+    assert cache.get("t0") == ("u0", ())
 
 
 def test_an_entry_dropped_and_put_again_is_evicted_as_a_new_one() -> None:
     old, new = _key("old"), _key("new")
-    live = [old, new]
+    live = LiveKeys([old, new])
     cache = _cache(live)
     cache.put("t0", ("u0", ()), old, None)
     cache.put("t1", ("u1", ()), new, None)
@@ -272,7 +306,7 @@ def test_an_entry_dropped_and_put_again_is_evicted_as_a_new_one() -> None:
 
 def test_entries_dropped_over_and_over_keep_the_cache_bounded() -> None:
     keys = [_key(f"k{n}") for n in range(200)]
-    live = list(keys)
+    live = LiveKeys(keys)
     cache = _cache(live)
     for n, key in enumerate(keys):
         token = f"t{n % 5}"
