@@ -326,9 +326,10 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             for server in servers:
                 stop(server)
-        example_server = by_name["betterauth"]
+        example_case = next(c for c in cases if c.label == "this package, first-seen EdDSA")
+        example_server = by_name[example_case.server]
         example_wrk = wrk_command(
-            cases[3],
+            example_case,
             example_server.port,
             seconds=seconds,
             connections=args.connections,

@@ -7,6 +7,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 import anyio
@@ -144,10 +145,7 @@ class JWKSCache:
         )
         self._on_event = on_event
         self._keys: dict[str, VerificationKey] = {}
-        #: The ``id()`` of every key of the loaded set, one set updated in place:
-        #: ``id(key) in live_key_ids`` tells whether ``key`` is still loaded, with
-        #: no Python call (whoever holds ``key`` keeps its id from being reused).
-        self.live_key_ids: set[int] = set()
+        self._live_key_ids: set[int] = set()
         self._absent: OrderedDict[str, None] = OrderedDict()  # oldest first
         self._skipped: tuple[SkippedKey, ...] = ()
         self._loaded_at: float | None = None  # monotonic time of the last good fetch
@@ -222,12 +220,23 @@ class JWKSCache:
         ``max_stale``, or the kid was reused for other key material: the
         middleware's token cache keeps a result only while this holds.
         """
-        return id(key) in self.live_key_ids and time.monotonic() < self._usable_until
+        return id(key) in self._live_key_ids and time.monotonic() < self._usable_until
+
+    @property
+    def live_key_ids(self) -> AbstractSet[int]:
+        """The ``id()`` of every key of the loaded set: one set, updated in place.
+
+        ``id(key) in cache.live_key_ids`` tells whether ``key`` is still loaded
+        with no Python call (whoever holds ``key`` keeps its id from being
+        reused). A fetch that shortens :meth:`usable_until` loads new key
+        objects, so every result verified before it stops counting as live.
+        """
+        return self._live_key_ids
 
     def usable_until(self) -> float:
         """The monotonic time until which the loaded keys may serve (ttl + ``max_stale``).
 
-        Only a later fetch moves it, and only forward.
+        For keys that stay live (:attr:`live_key_ids`) it never moves earlier.
         """
         return self._usable_until
 
@@ -398,31 +407,35 @@ class JWKSCache:
                 len(skipped) - _MAX_SKIPPED_LOGGED,
             )
         now = time.monotonic()
+        ttl = self._ttl_from(cache_control)
+        usable_until = now + ttl + self.options.max_stale
         previous = self._keys
         gained = sorted(keys.keys() - previous.keys())
         lost = sorted(previous.keys() - keys.keys())
         replaced = []
+        # An unchanged key keeps its object: results verified with it (the token
+        # caches check identity) stay valid across refetches. Those caches bound a
+        # result by the usable time when it was verified, so a fetch that shortens
+        # the usable time (a shorter max-age, no-store) loads new objects instead.
+        keep = usable_until >= self._usable_until
         for kid, key in keys.items():
-            # An unchanged key keeps its object: results verified with it (the
-            # middleware's token cache checks identity) stay valid across refetches.
             old = previous.get(kid)
             if old is not None:
-                if old.same_key(key):
-                    keys[kid] = old
-                else:
+                if not old.same_key(key):
                     replaced.append(kid)
+                elif keep:
+                    keys[kid] = old
         self._keys = keys
         live = {id(key) for key in keys.values()}
-        self.live_key_ids.intersection_update(live)
-        self.live_key_ids.update(live)
+        self._live_key_ids.intersection_update(live)
+        self._live_key_ids.update(live)
         for kid in keys:
             self._absent.pop(kid, None)
         self._skipped = skipped
         self._loaded_at = now
         self._last_error = None
-        ttl = self._ttl_from(cache_control)
         self._fresh_until = now + ttl
-        self._usable_until = now + ttl + self.options.max_stale
+        self._usable_until = usable_until
         if gained or lost or replaced:
             logger.info(
                 "key set from %s: %d keys, gained %s, lost %s%s",

@@ -175,12 +175,12 @@ def test_decode_segment_names_the_segment_it_refuses(segment: str, message: str)
 # escaped quotes and colons in strings, deep down, in arrays, or dropping an object.
 DUPLICATES = [
     '{"a":1,"a":2}',
-    '{"a" :1,"a":2}',  # whitespace before a colon: one member fewer counted
+    '{"a" :1,"a":2}',  # whitespace before a colon
     '{"a"\t:1,"a":2}',
     '{"a"\n:1,"a":2}',
     '{"a"\r\n :1,"a":2}',
     '{"a":1, "a" : 2}',
-    '{"a":"\\":x","a":2}',  # a name ending in a backslash
+    '{"a":"\\":x","a":2}',  # a value holding an escaped quote and a colon
     '{"a":"\\":","a":2}',
     '{"a":":","a":2}',  # a string opening with a colon
     '{"a":"{","a":2}',

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from starlette_betterauth import BetterAuthMiddleware, KeySetOptions
+from starlette_betterauth import BetterAuthMiddleware, JWKSCache, KeySetOptions
 from starlette_betterauth._keys import VerificationKey
 from starlette_betterauth._token_cache import TokenCache
 from starlette_betterauth.errors import ConfigurationError
@@ -281,6 +281,34 @@ def test_an_entry_never_outlives_the_time_its_key_set_may_serve() -> None:
     live.until = time.monotonic() + 60  # a refetch: what is put now lasts
     cache.put("t0", ("u0", ()), key, None)
     assert cache.get("t0") == ("u0", ())
+
+
+async def test_a_fetch_shortening_the_usable_time_retires_cached_entries(
+    server: JWKSServer, issuer: Issuer
+) -> None:
+    """Entries are bounded by the key set's usable time when put; a refetch cutting it short
+    (here no-store after a day's max-age), then an outage, must not leave them standing."""
+    server.headers = {"Cache-Control": "public, max-age=86400"}
+    jwks = JWKSCache(
+        server.jwks_url,
+        options=KeySetOptions(min_ttl=0.1, max_stale=0.1, retry_interval=0, refresh_cooldown=0),
+    )
+    cache: TokenCache[Value] = TokenCache(max_entries=10, ttl=300.0, leeway=0.0, key_set=jwks)
+    key = await jwks.get_key(issuer.current_key.kid)
+    cache.put("token", ("user", ()), key, None)
+    server.headers = {"Cache-Control": "no-store"}
+    await jwks.refresh()  # the same key, now usable for min_ttl + max_stale only
+    assert cache.get("token") is None  # verified under the longer promise: verified again
+    fresh = await jwks.get_key(issuer.current_key.kid)
+    cache.put("token", ("user", ()), fresh, None)
+    assert cache.get("token") == ("user", ())
+    await jwks.refresh()  # an unchanged promise keeps the key, and the entry
+    assert cache.get("token") == ("user", ())
+    server.status = 500
+    await anyio.sleep(0.3)  # past min_ttl + max_stale, with every refetch failing
+    assert not jwks.is_current(fresh)
+    assert cache.get("token") is None
+    await jwks.aclose()
 
 
 def test_an_entry_dropped_and_put_again_is_evicted_as_a_new_one() -> None:
