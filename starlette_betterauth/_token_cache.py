@@ -58,10 +58,11 @@ class TokenCache(Generic[T]):
 
     An entry never outlives the token's ``exp`` (plus leeway), ``ttl`` seconds,
     nor the time until which the key set may serve (``key_set.usable_until()``
-    when it was put: refetches only move that later), and is dropped once the key
-    that verified it is no longer in the key set (``key_set.live_key_ids``):
-    gone, or its kid reused for other key material. Only successful
-    verifications are ever put.
+    when it was put), and is dropped once the key that verified it is no longer
+    in the key set (``key_set.live_key_ids``): gone, its kid reused for other key
+    material, or retired by a refetch that shortened the usable time (a key set
+    must do so, as :class:`~starlette_betterauth.JWKSCache` does). Only
+    successful verifications are ever put.
     When full, the oldest entry is evicted. ``max_entries=0`` or ``ttl=0``
     switches the cache off.
 
