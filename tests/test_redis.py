@@ -23,6 +23,7 @@ import anyio
 import httpx
 import pytest
 from _redis import BetterAuthStorage, RedisServer, free_port, running_redis
+from redis import Redis
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -59,10 +60,16 @@ def prefix() -> str:
 
 
 @pytest.fixture
-def storage(redis_server: RedisServer, prefix: str) -> Iterator[BetterAuthStorage]:
+def redis_client(redis_server: RedisServer) -> Iterator[Redis]:
+    """A synchronous client for the test's own reads and writes, closed after the test."""
     client = redis_server.client()
-    yield BetterAuthStorage(client, prefix)
+    yield client
     client.close()
+
+
+@pytest.fixture
+def storage(redis_client: Redis, prefix: str) -> BetterAuthStorage:
+    return BetterAuthStorage(redis_client, prefix)
 
 
 def store_for(url: str, prefix: str, **options: Any) -> RedisStore:
@@ -731,7 +738,11 @@ async def test_shared_cache_makes_one_call_across_processes(
 
 @asyncio_only
 async def test_shared_entries_end_with_the_credential_and_hold_no_token(
-    redis_server: RedisServer, server: JWKSServer, lookup: SharedLookup, prefix: str
+    redis_server: RedisServer,
+    redis_client: Redis,
+    server: JWKSServer,
+    lookup: SharedLookup,
+    prefix: str,
 ) -> None:
     store = shared_store(redis_server, prefix)
     soon, later, revoked = lookup.expiring(10), lookup.new(), lookup.new()
@@ -742,14 +753,10 @@ async def test_shared_entries_end_with_the_credential_and_hold_no_token(
             (await client.get("/me", headers=bearer(token))).status_code
             for token in (soon, later, revoked)
         ]
-    redis = redis_server.client()
-    try:
-        lifetimes = [redis.pttl(entry(lookup, store, token)) / 1000 for token in (soon, later)]
-        refusal = redis.pttl(entry(lookup, store, revoked)) / 1000
-        values = [redis.get(entry(lookup, store, t)) for t in (soon, later, revoked)]
-        locks = redis.keys(f"{store.cache_prefix}lock:*")
-    finally:
-        redis.close()
+    lifetimes = [redis_client.pttl(entry(lookup, store, token)) / 1000 for token in (soon, later)]
+    refusal = redis_client.pttl(entry(lookup, store, revoked)) / 1000
+    values = [redis_client.get(entry(lookup, store, t)) for t in (soon, later, revoked)]
+    locks = redis_client.keys(f"{store.cache_prefix}lock:*")
     assert codes == [200, 200, 401]
     # Bounded by the credential's own expiry (10 s) and cache_ttl (20 s; 1 h or 7 days left).
     assert 0 < lifetimes[0] <= 10
@@ -763,7 +770,7 @@ async def test_shared_entries_end_with_the_credential_and_hold_no_token(
 
 @asyncio_only
 async def test_get_session_and_introspection_entries_never_collide(
-    redis_server: RedisServer, server: JWKSServer, issuer: Issuer, prefix: str
+    redis_server: RedisServer, redis_client: Redis, server: JWKSServer, issuer: Issuer, prefix: str
 ) -> None:
     client_id, secret = issuer.register_client()
     store = shared_store(redis_server, prefix)
@@ -779,30 +786,28 @@ async def test_get_session_and_introspection_entries_never_collide(
             (await client.get("/me", headers=bearer(t))).json()["kind"]
             for t in (session.token, token)
         ]
-    redis = redis_server.client()
-    try:
-        keys = [os.fsdecode(key) for key in redis.keys(f"{store.cache_prefix}*")]
-        names = sorted(key.removeprefix(store.cache_prefix).rpartition(":")[0] for key in keys)
-    finally:
-        redis.close()
+    keys = [os.fsdecode(key) for key in redis_client.keys(f"{store.cache_prefix}*")]
+    names = sorted(key.removeprefix(store.cache_prefix).rpartition(":")[0] for key in keys)
     assert kinds == ["session_token", "access_token"]
     assert names == ["answer:get-session", "answer:introspection"]
 
 
 @asyncio_only
 async def test_a_crashed_lock_holder_blocks_one_lock_period_at_most(
-    redis_server: RedisServer, server: JWKSServer, lookup: SharedLookup, prefix: str
+    redis_server: RedisServer,
+    redis_client: Redis,
+    server: JWKSServer,
+    lookup: SharedLookup,
+    prefix: str,
 ) -> None:
     token = lookup.new()
     store = shared_store(redis_server, prefix)
-    redis = redis_server.client()
     # A worker took the lock and died: its lock stays until it expires.
-    redis.set(entry(lookup, store, token, "lock"), "dead-worker", px=60_000)
+    redis_client.set(entry(lookup, store, token, "lock"), "dead-worker", px=60_000)
     app = make_app(server, [lookup.kind(store, timeout=0.2)])
     async with client_for(app) as http:
         with anyio.fail_after(10):  # the lock period is timeout + 1 s
             response = await http.get("/me", headers=bearer(token))
-    redis.close()
     assert response.status_code == 200
     assert lookup.calls() == 1
 
@@ -820,6 +825,7 @@ async def test_a_crashed_lock_holder_blocks_one_lock_period_at_most(
 )
 async def test_garbage_in_the_shared_cache_is_a_miss(
     redis_server: RedisServer,
+    redis_client: Redis,
     server: JWKSServer,
     lookup: SharedLookup,
     prefix: str,
@@ -828,13 +834,11 @@ async def test_garbage_in_the_shared_cache_is_a_miss(
 ) -> None:
     token = lookup.new()
     store = shared_store(redis_server, prefix)
-    redis = redis_server.client()
-    redis.set(entry(lookup, store, token), garbage, px=60_000)
+    redis_client.set(entry(lookup, store, token), garbage, px=60_000)
     with caplog.at_level(logging.WARNING, logger="starlette_betterauth"):
         async with client_for(make_app(server, [lookup.kind(store)])) as http:
             response = await http.get("/me", headers=bearer(token))
-    stored_again = redis.get(entry(lookup, store, token))
-    redis.close()
+    stored_again = redis_client.get(entry(lookup, store, token))
     assert response.status_code == 200
     assert lookup.calls() == 1
     assert "unusable shared" in caplog.text
@@ -845,22 +849,26 @@ async def test_garbage_in_the_shared_cache_is_a_miss(
 
 @asyncio_only
 async def test_a_failed_call_is_not_shared_and_releases_the_lock(
-    redis_server: RedisServer, server: JWKSServer, lookup: SharedLookup, prefix: str
+    redis_server: RedisServer,
+    redis_client: Redis,
+    server: JWKSServer,
+    lookup: SharedLookup,
+    prefix: str,
 ) -> None:
     token = lookup.new()
     store = shared_store(redis_server, prefix)
     first = make_app(server, [lookup.kind(store)])
     second = make_app(server, [lookup.kind(store)])
-    redis = redis_server.client()
     async with client_for(first) as one, client_for(second) as two:
         lookup.fail(503)
         failed = await one.get("/me", headers=bearer(token))
-        kept = [redis.exists(entry(lookup, store, token, what)) for what in ("answer", "lock")]
+        kept = [
+            redis_client.exists(entry(lookup, store, token, what)) for what in ("answer", "lock")
+        ]
         lookup.fail(200)
         # Another process calls at once: no answer to wait for, no lock held.
         with anyio.fail_after(5):
             answered = await two.get("/me", headers=bearer(token))
-    redis.close()
     assert failed.status_code == 503
     assert failed.headers["retry-after"]
     assert kept == [0, 0]
@@ -927,13 +935,12 @@ async def test_an_answer_taken_from_the_shared_cache_ends_with_its_entry(
 
 @asyncio_only
 async def test_introspection_shares_the_pool_and_closes_it_at_shutdown(
-    redis_server: RedisServer, server: JWKSServer, issuer: Issuer, prefix: str
+    redis_server: RedisServer, redis_client: Redis, server: JWKSServer, issuer: Issuer, prefix: str
 ) -> None:
     client_id, secret = issuer.register_client()
     store = shared_store(redis_server, prefix, max_connections=2, timeout=30.0)
     settings = Introspection(client_id=client_id, client_secret=secret, redis=store)
-    redis = redis_server.client()
-    before = len(redis.client_list())
+    before = len(redis_client.client_list())
     tokens = [issuer.opaque_access_token(scope="read", user_id="u1") for _ in range(20)]
     apps = [make_app(server, [AccessToken(resource=API, introspection=settings)]) for _ in range(2)]
     codes: list[int] = []
@@ -947,9 +954,8 @@ async def test_introspection_shares_the_pool_and_closes_it_at_shutdown(
         async with anyio.create_task_group() as group:
             for index in range(100):
                 group.start_soon(call, index)
-        during = len(redis.client_list())
-    after = len(redis.client_list())
-    redis.close()
+        during = len(redis_client.client_list())
+    after = len(redis_client.client_list())
     assert codes == [200] * 100
     assert server.introspection_requests == 20
     assert 1 <= during - before <= 2  # one pool of 2 for both middlewares
