@@ -70,12 +70,13 @@ class Case:
         """Requests per second of each round."""
         return [s["requests"] / (s["duration_us"] / 1e6) for s in self.samples]
 
-    def cpu_per_request(self) -> list[float]:
-        """The server's CPU µs per request of the rounds that have the figure."""
+    def cpu_per_request(self) -> list[float | None]:
+        """The server's CPU µs per request of each round (None where unknown)."""
         return [
             s["server_cpu_us"] / s["requests"]
-            for s in self.samples
             if s["server_cpu_us"] > 0 and s["requests"] > 0
+            else None
+            for s in self.samples
         ]
 
     def errors(self) -> int:
@@ -345,7 +346,7 @@ def main(argv: list[str] | None = None) -> None:
         p50 = statistics.median(s["p50_us"] for s in case.samples) / 1000
         p99 = statistics.median(s["p99_us"] for s in case.samples) / 1000
         stolen = [s["steal_permille"] / 10 for s in case.samples if s["steal_permille"] >= 0]
-        cpu = case.cpu_per_request()
+        cpu = [value for value in case.cpu_per_request() if value is not None]
         rows.append(
             [
                 case.label,
@@ -379,9 +380,9 @@ def main(argv: list[str] | None = None) -> None:
         if not cpu:
             return statistics.median(a / b for a, b in zip(top.rps(), bottom.rps(), strict=True))
         ratios = [
-            (b["server_cpu_us"] / b["requests"]) / (a["server_cpu_us"] / a["requests"])
-            for a, b in zip(top.samples, bottom.samples, strict=True)
-            if min(a["server_cpu_us"], b["server_cpu_us"], a["requests"], b["requests"]) > 0
+            b / a
+            for a, b in zip(top.cpu_per_request(), bottom.cpu_per_request(), strict=True)
+            if a is not None and b is not None
         ]
         return statistics.median(ratios) if ratios else None
 
